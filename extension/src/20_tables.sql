@@ -1,0 +1,101 @@
+-- Tables. Live executions sit in the small, hot, LIST-partitioned table "executions" (one
+-- partition per queue); an execution that ends moves to "finished_executions", so claims
+-- never scan finished work.
+
+-- Queues: inserting a row creates the queue's partition, deleting it drops it (25_queues.sql).
+CREATE TABLE pgconductor.queues (
+    name       text PRIMARY KEY CONSTRAINT queues_name_valid CHECK (pgconductor._valid_queue_name(name)),
+    created_at timestamptz NOT NULL DEFAULT pgconductor._now()
+);
+
+-- Tasks: settings per task key. A key invoked before any worker registered it needs no row
+-- here: it runs with the defaults (3 attempts, no window, 1 s..10 min backoff).
+CREATE TABLE pgconductor.tasks (
+    key          text PRIMARY KEY CONSTRAINT tasks_key_valid CHECK (pgconductor._valid_task_key(key)),
+    queue        text NOT NULL DEFAULT 'default' CONSTRAINT tasks_queue_valid CHECK (pgconductor._valid_queue_name(queue)),
+    max_attempts integer NOT NULL DEFAULT 3 CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1),
+    window_start time,
+    window_end   time,
+    timezone     text NOT NULL DEFAULT 'UTC',
+    backoff_base interval NOT NULL DEFAULT '1 second' CONSTRAINT tasks_backoff_base_nonnegative CHECK (backoff_base >= interval '0'),
+    backoff_cap  interval NOT NULL DEFAULT '10 minutes',
+    timeout      interval CONSTRAINT tasks_timeout_positive CHECK (timeout > interval '0'),
+    created_at   timestamptz NOT NULL DEFAULT pgconductor._now(),
+    updated_at   timestamptz NOT NULL DEFAULT pgconductor._now(),
+    CONSTRAINT tasks_window_both_or_neither CHECK ((window_start IS NULL) = (window_end IS NULL)),
+    CONSTRAINT tasks_window_not_empty CHECK (window_start IS NULL OR window_start <> window_end),
+    CONSTRAINT tasks_backoff_cap_ge_base CHECK (backoff_cap >= backoff_base)
+);
+
+-- Live executions: pending (locked_by IS NULL) or running (locked_by = the orchestrator
+-- holding the lease, attempts = the attempt it runs). Priority: lower runs first.
+CREATE TABLE pgconductor.executions (
+    id            uuid NOT NULL DEFAULT gen_random_uuid(),
+    task_key      text NOT NULL CONSTRAINT executions_task_key_valid CHECK (pgconductor._valid_task_key(task_key)),
+    queue         text NOT NULL DEFAULT 'default',
+    payload       jsonb NOT NULL DEFAULT '{}',
+    run_at        timestamptz NOT NULL DEFAULT pgconductor._now(),
+    priority      integer NOT NULL DEFAULT 0,
+    attempts      integer NOT NULL DEFAULT 0 CONSTRAINT executions_attempts_nonnegative CHECK (attempts >= 0),
+    locked_by     uuid,
+    locked_at     timestamptz,
+    last_error    text,
+    dedupe_key    text,
+    cancel_reason text,
+    created_at    timestamptz NOT NULL DEFAULT pgconductor._now(),
+    CONSTRAINT executions_pkey PRIMARY KEY (id, queue),
+    CONSTRAINT executions_lock_consistent CHECK ((locked_by IS NULL) = (locked_at IS NULL))
+) PARTITION BY LIST (queue);
+
+-- The claim path: pending rows in claim order. The claim reads only the rows it returns.
+CREATE INDEX executions_claim_idx ON pgconductor.executions (priority, run_at, id)
+    INCLUDE (task_key, attempts) WHERE locked_by IS NULL;
+-- Recovery and release: the rows an orchestrator holds.
+CREATE INDEX executions_locked_by_idx ON pgconductor.executions (locked_by) WHERE locked_by IS NOT NULL;
+-- Deduplication: one live execution per (queue, task, dedupe key).
+CREATE UNIQUE INDEX executions_dedupe_key ON pgconductor.executions (queue, task_key, dedupe_key)
+    WHERE dedupe_key IS NOT NULL;
+
+-- Executions that ended. state: completed | failed | cancelled. Retention: prune_finished().
+CREATE TABLE pgconductor.finished_executions (
+    id              uuid PRIMARY KEY,
+    task_key        text NOT NULL,
+    queue           text NOT NULL,
+    payload         jsonb NOT NULL,
+    state           text NOT NULL CONSTRAINT finished_state_valid CHECK (state IN ('completed', 'failed', 'cancelled')),
+    attempts        integer NOT NULL,
+    priority        integer NOT NULL,
+    run_at          timestamptz NOT NULL,
+    created_at      timestamptz NOT NULL,
+    finished_at     timestamptz NOT NULL,
+    orchestrator_id uuid,
+    last_error      text,
+    result          jsonb
+);
+CREATE INDEX finished_executions_finished_at_idx ON pgconductor.finished_executions (finished_at);
+CREATE INDEX finished_executions_task_idx ON pgconductor.finished_executions (task_key, state);
+
+-- Orchestrators (one per worker process). expired_at: heartbeat lapsed and recovery took its
+-- work; drained: recovery found nothing more to release; stopped_at: left cleanly.
+CREATE TABLE pgconductor.orchestrators (
+    id                uuid PRIMARY KEY,
+    started_at        timestamptz NOT NULL DEFAULT pgconductor._now(),
+    last_heartbeat_at timestamptz NOT NULL DEFAULT pgconductor._now(),
+    stale_after       interval NOT NULL DEFAULT '30 seconds' CONSTRAINT orchestrators_stale_after_positive CHECK (stale_after > interval '0'),
+    version           text,
+    info              jsonb NOT NULL DEFAULT '{}',
+    expired_at        timestamptz,
+    drained           boolean NOT NULL DEFAULT false,
+    stopped_at        timestamptz
+);
+
+-- Signals waiting for an orchestrator: shutdown, cancel (execution_id), lease_lost
+-- (execution_id: recovery gave its execution away). Delivered and deleted by heartbeat().
+CREATE TABLE pgconductor.signals (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    orchestrator_id uuid NOT NULL REFERENCES pgconductor.orchestrators (id) ON DELETE CASCADE,
+    kind            text NOT NULL CONSTRAINT signals_kind_valid CHECK (kind IN ('shutdown', 'cancel', 'lease_lost')),
+    execution_id    uuid,
+    created_at      timestamptz NOT NULL DEFAULT pgconductor._now(),
+    CONSTRAINT signals_unique UNIQUE NULLS NOT DISTINCT (orchestrator_id, kind, execution_id)
+);

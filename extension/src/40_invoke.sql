@@ -1,0 +1,228 @@
+-- Enqueueing: invoke() for one execution, invoke_batch() for many in one statement, and
+-- register_task() for a task's settings. All callable from plain SQL and from triggers.
+
+-- Resolves the queue of an invocation: the explicit one, else the task's registered queue,
+-- else 'default'. Validates it and creates it on demand. Returns the queue name.
+CREATE FUNCTION pgconductor._resolve_queue(p_task_key text, p_queue text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue text := p_queue;
+BEGIN
+    IF v_queue IS NULL THEN
+        SELECT t.queue INTO v_queue FROM pgconductor.tasks AS t WHERE t.key = p_task_key;
+        v_queue := coalesce(v_queue, 'default');
+    END IF;
+    PERFORM pgconductor.create_queue(v_queue);
+    RETURN v_queue;
+END
+$$;
+
+-- Enqueues one execution of p_task_key and returns its id. With p_dedupe_key: a pending
+-- execution holding the key is updated in place (same id); a running one lets go of the key
+-- and a new execution is inserted. Notifies pgconductor_invoke when the row is due now.
+CREATE FUNCTION pgconductor.invoke(
+    p_task_key   text,
+    p_payload    jsonb DEFAULT '{}',
+    p_queue      text DEFAULT NULL,
+    p_run_at     timestamptz DEFAULT NULL,
+    p_priority   integer DEFAULT 0,
+    p_dedupe_key text DEFAULT NULL
+)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now   timestamptz := pgconductor._now();
+    v_queue text;
+    v_id    uuid;
+BEGIN
+    PERFORM pgconductor._assert_task_key(p_task_key);
+    v_queue := pgconductor._resolve_queue(p_task_key, p_queue);
+
+    IF p_dedupe_key IS NULL THEN
+        INSERT INTO pgconductor.executions (task_key, queue, payload, run_at, priority)
+        VALUES (p_task_key, v_queue, coalesce(p_payload, '{}'), coalesce(p_run_at, v_now), coalesce(p_priority, 0))
+        RETURNING id INTO v_id;
+    ELSE
+        -- A claim may take the pending row between our statements: then detach and try again.
+        FOR v_try IN 1..5 LOOP
+            UPDATE pgconductor.executions AS e SET dedupe_key = NULL
+             WHERE e.queue = v_queue AND e.task_key = p_task_key AND e.dedupe_key = p_dedupe_key
+               AND e.locked_by IS NOT NULL;
+            INSERT INTO pgconductor.executions AS e (task_key, queue, payload, run_at, priority, dedupe_key)
+            VALUES (p_task_key, v_queue, coalesce(p_payload, '{}'), coalesce(p_run_at, v_now), coalesce(p_priority, 0), p_dedupe_key)
+            ON CONFLICT (queue, task_key, dedupe_key) WHERE dedupe_key IS NOT NULL
+            DO UPDATE SET payload = excluded.payload, run_at = excluded.run_at, priority = excluded.priority
+                    WHERE e.locked_by IS NULL
+            RETURNING e.id INTO v_id;
+            EXIT WHEN v_id IS NOT NULL;
+        END LOOP;
+        IF v_id IS NULL THEN
+            RAISE EXCEPTION 'could not enqueue % with dedupe key %: the execution holding it keeps changing', p_task_key, p_dedupe_key
+                USING ERRCODE = '40001', HINT = 'Retry the call.';
+        END IF;
+    END IF;
+
+    IF coalesce(p_run_at, v_now) <= v_now THEN
+        PERFORM pg_notify('pgconductor_invoke', v_queue);
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-- Enqueues many executions in one statement (parallel arrays; NULL elements take the
+-- defaults; duplicate dedupe keys in one batch: the last wins). Returns ids in input order.
+CREATE FUNCTION pgconductor.invoke_batch(
+    p_task_keys   text[],
+    p_payloads    jsonb[],
+    p_queues      text[] DEFAULT NULL,
+    p_run_ats     timestamptz[] DEFAULT NULL,
+    p_priorities  integer[] DEFAULT NULL,
+    p_dedupe_keys text[] DEFAULT NULL
+)
+RETURNS SETOF uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now   timestamptz := pgconductor._now();
+    v_n     integer := coalesce(cardinality(p_task_keys), 0);
+    v_bad   integer;
+    v_queue text;
+BEGIN
+    IF coalesce(cardinality(p_payloads), 0) <> v_n
+       OR (p_queues IS NOT NULL AND cardinality(p_queues) <> v_n)
+       OR (p_run_ats IS NOT NULL AND cardinality(p_run_ats) <> v_n)
+       OR (p_priorities IS NOT NULL AND cardinality(p_priorities) <> v_n)
+       OR (p_dedupe_keys IS NOT NULL AND cardinality(p_dedupe_keys) <> v_n) THEN
+        RAISE EXCEPTION 'invoke_batch arrays have different lengths'
+            USING ERRCODE = '22023', HINT = 'Pass one element per execution in every array (or NULL for a whole optional array).';
+    END IF;
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    SELECT min(u.ord) INTO v_bad FROM unnest(p_task_keys) WITH ORDINALITY AS u(k, ord)
+     WHERE NOT pgconductor._valid_task_key(u.k);
+    IF v_bad IS NOT NULL THEN
+        PERFORM pgconductor._assert_task_key(p_task_keys[v_bad]);
+    END IF;
+
+    IF p_dedupe_keys IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(p_dedupe_keys) AS d WHERE d IS NOT NULL) THEN
+        -- Keyed batches are rare: one invoke() per element, in input order, so a key that
+        -- repeats in the batch updates the same execution and the last payload wins.
+        FOR v_bad IN 1..v_n LOOP
+            RETURN NEXT pgconductor.invoke(p_task_keys[v_bad], p_payloads[v_bad], p_queues[v_bad],
+                                           p_run_ats[v_bad], p_priorities[v_bad], p_dedupe_keys[v_bad]);
+        END LOOP;
+        RETURN;
+    END IF;
+
+    -- Queues first (created on demand), then one INSERT for the whole batch.
+    FOR v_queue IN
+        SELECT DISTINCT coalesce(u.q, t.queue, 'default')
+          FROM unnest(p_task_keys, coalesce(p_queues, array_fill(NULL::text, ARRAY[v_n]))) AS u(k, q)
+          LEFT JOIN pgconductor.tasks AS t ON t.key = u.k
+    LOOP
+        PERFORM pgconductor.create_queue(v_queue);
+        IF p_run_ats IS NULL OR EXISTS (SELECT 1 FROM unnest(p_run_ats) AS r WHERE r IS NULL OR r <= v_now) THEN
+            PERFORM pg_notify('pgconductor_invoke', v_queue);
+        END IF;
+    END LOOP;
+
+    RETURN QUERY
+    WITH input AS MATERIALIZED (
+        SELECT u.ord, gen_random_uuid() AS id, u.k AS task_key, coalesce(u.q, t.queue, 'default') AS queue,
+               coalesce(u.p, '{}') AS payload, coalesce(u.r, v_now) AS run_at, coalesce(u.pr, 0) AS priority
+          FROM unnest(p_task_keys, p_payloads,
+                      coalesce(p_queues, array_fill(NULL::text, ARRAY[v_n])),
+                      coalesce(p_run_ats, array_fill(NULL::timestamptz, ARRAY[v_n])),
+                      coalesce(p_priorities, array_fill(NULL::integer, ARRAY[v_n])))
+               WITH ORDINALITY AS u(k, p, q, r, pr, ord)
+          LEFT JOIN pgconductor.tasks AS t ON t.key = u.k
+    ), inserted AS (
+        INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority)
+        SELECT i.id, i.task_key, i.queue, i.payload, i.run_at, i.priority FROM input AS i
+    )
+    SELECT i.id FROM input AS i ORDER BY i.ord;
+END
+$$;
+
+-- Many payloads for one task: a thin form of invoke_batch(). Returns ids in input order.
+CREATE FUNCTION pgconductor.invoke_batch(
+    p_task_key text,
+    p_payloads jsonb[],
+    p_queue    text DEFAULT NULL,
+    p_run_at   timestamptz DEFAULT NULL,
+    p_priority integer DEFAULT 0
+)
+RETURNS SETOF uuid
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgconductor.invoke_batch(
+        array_fill(p_task_key, ARRAY[coalesce(cardinality(p_payloads), 0)]),
+        coalesce(p_payloads, '{}'),
+        array_fill(p_queue, ARRAY[coalesce(cardinality(p_payloads), 0)]),
+        array_fill(p_run_at, ARRAY[coalesce(cardinality(p_payloads), 0)]),
+        array_fill(p_priority, ARRAY[coalesce(cardinality(p_payloads), 0)]))
+$$;
+
+-- Creates or updates task p_key's settings (and its queue). Windows are daily [start, end) in
+-- p_timezone and may cross midnight. Raises 22023 for bad input. Returns nothing.
+CREATE FUNCTION pgconductor.register_task(
+    p_key          text,
+    p_queue        text DEFAULT 'default',
+    p_max_attempts integer DEFAULT 3,
+    p_window_start time DEFAULT NULL,
+    p_window_end   time DEFAULT NULL,
+    p_timezone     text DEFAULT 'UTC',
+    p_backoff_base interval DEFAULT '1 second',
+    p_backoff_cap  interval DEFAULT '10 minutes',
+    p_timeout      interval DEFAULT NULL
+)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgconductor._assert_task_key(p_key);
+    PERFORM pgconductor._assert_queue_name(coalesce(p_queue, 'default'));
+    IF p_max_attempts IS NULL OR p_max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1, got %', coalesce(p_max_attempts::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Use 1 for "never retry".';
+    END IF;
+    IF (p_window_start IS NULL) <> (p_window_end IS NULL) OR p_window_start = p_window_end THEN
+        RAISE EXCEPTION 'invalid window % - %', coalesce(p_window_start::text, 'NULL'), coalesce(p_window_end::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Give both ends and make them differ; a window ending before it starts crosses midnight.';
+    END IF;
+    BEGIN
+        PERFORM now() AT TIME ZONE coalesce(p_timezone, 'UTC');
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'unknown time zone %', quote_literal(p_timezone)
+            USING ERRCODE = '22023', HINT = 'Use an IANA name such as Europe/Berlin (see pg_timezone_names).';
+    END;
+    IF p_backoff_base IS NULL OR p_backoff_cap IS NULL OR p_backoff_base < interval '0' OR p_backoff_cap < p_backoff_base THEN
+        RAISE EXCEPTION 'invalid backoff base % / cap %', coalesce(p_backoff_base::text, 'NULL'), coalesce(p_backoff_cap::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Both are intervals, 0 <= base <= cap.';
+    END IF;
+    IF p_timeout IS NOT NULL AND p_timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive, got %', p_timeout
+            USING ERRCODE = '22023', HINT = 'Pass NULL for no timeout.';
+    END IF;
+    PERFORM pgconductor.create_queue(coalesce(p_queue, 'default'));
+    INSERT INTO pgconductor.tasks AS t (key, queue, max_attempts, window_start, window_end, timezone,
+                                        backoff_base, backoff_cap, timeout)
+    VALUES (p_key, coalesce(p_queue, 'default'), p_max_attempts, p_window_start, p_window_end,
+            coalesce(p_timezone, 'UTC'), p_backoff_base, p_backoff_cap, p_timeout)
+    ON CONFLICT (key) DO UPDATE
+       SET queue = excluded.queue, max_attempts = excluded.max_attempts,
+           window_start = excluded.window_start, window_end = excluded.window_end,
+           timezone = excluded.timezone, backoff_base = excluded.backoff_base,
+           backoff_cap = excluded.backoff_cap, timeout = excluded.timeout,
+           updated_at = pgconductor._now();
+END
+$$;

@@ -1,0 +1,95 @@
+-- Claiming: the one claim shape. Up to p_batch_size due executions of one queue, in
+-- (priority, run_at, id) order, FOR UPDATE SKIP LOCKED, in one statement; each claim takes a
+-- lease (locked_by = orchestrator, attempts + 1).
+
+-- Claims up to p_batch_size executions of queue p_queue (only p_task_keys, unless NULL) for
+-- orchestrator p_orchestrator_id. Skips tasks outside their window and executions whose
+-- attempts are exhausted. Row locks: the claimed rows. Returns the claimed executions.
+CREATE FUNCTION pgconductor._claim(p_queue text, p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer)
+RETURNS SETOF pgconductor.claimed_execution
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now     timestamptz := pgconductor._now();
+    v_blocked text[];
+BEGIN
+    IF p_orchestrator_id IS NULL THEN
+        RAISE EXCEPTION 'orchestrator id must not be NULL'
+            USING ERRCODE = '22023', HINT = 'Pass the uuid the worker process uses for heartbeat().';
+    END IF;
+    IF p_batch_size IS NULL OR p_batch_size < 0 OR p_batch_size > 10000 THEN
+        RAISE EXCEPTION 'batch size must be between 0 and 10000, got %', coalesce(p_batch_size::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Claim at most as many executions as the worker has free slots.';
+    END IF;
+    PERFORM pgconductor._assert_queue_name(p_queue);
+    IF p_batch_size = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Claimers are orchestrators: make sure recovery can find what this one will hold.
+    INSERT INTO pgconductor.orchestrators (id, started_at, last_heartbeat_at)
+    VALUES (p_orchestrator_id, v_now, v_now)
+    ON CONFLICT (id) DO NOTHING;
+
+    -- Tasks outside their daily window right now (decided here, from the small tasks table).
+    SELECT coalesce(array_agg(t.key), '{}') INTO v_blocked
+      FROM pgconductor.tasks AS t
+     WHERE t.window_start IS NOT NULL
+       AND NOT pgconductor._in_window(t.window_start, t.window_end, t.timezone, v_now);
+
+    RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT e.id, e.queue
+          FROM pgconductor.executions AS e
+         WHERE e.queue = p_queue
+           AND e.locked_by IS NULL
+           AND e.run_at <= v_now
+           AND (p_task_keys IS NULL OR e.task_key = ANY (p_task_keys))
+           AND NOT (e.task_key = ANY (v_blocked))
+           AND (e.attempts = 0
+                OR e.attempts < coalesce((SELECT t.max_attempts FROM pgconductor.tasks AS t WHERE t.key = e.task_key), 3))
+         ORDER BY e.priority, e.run_at, e.id
+         LIMIT p_batch_size
+           FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE pgconductor.executions AS e
+           SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1
+          FROM picked AS p
+         WHERE e.id = p.id AND e.queue = p.queue
+        RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at
+    )
+    SELECT c.id, c.task_key, c.queue, c.payload, c.attempts,
+           coalesce(t.max_attempts, 3), c.priority, c.run_at,
+           (extract(epoch FROM t.timeout) * 1000)::bigint
+      FROM claimed AS c
+      LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
+     ORDER BY c.priority, c.run_at, c.id;
+END
+$$;
+
+-- Claims up to p_batch_size executions of one task (in the task's registered queue, else
+-- 'default') for p_orchestrator_id. Row locks: the claimed rows. Returns them.
+CREATE FUNCTION pgconductor.get_executions(p_task_key text, p_orchestrator_id uuid, p_batch_size integer)
+RETURNS SETOF pgconductor.claimed_execution
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgconductor._assert_task_key(p_task_key);
+    RETURN QUERY SELECT * FROM pgconductor._claim(
+        coalesce((SELECT t.queue FROM pgconductor.tasks AS t WHERE t.key = p_task_key), 'default'),
+        ARRAY[p_task_key], p_orchestrator_id, p_batch_size);
+END
+$$;
+
+-- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
+-- NULL (the worker passes the tasks it has handlers for). Row locks: the claimed rows.
+CREATE FUNCTION pgconductor.get_executions(
+    p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer, p_queue text DEFAULT 'default')
+RETURNS SETOF pgconductor.claimed_execution
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM pgconductor._claim(p_queue, p_task_keys, p_orchestrator_id, p_batch_size)
+$$;

@@ -1,0 +1,136 @@
+-- Completing: return_executions() applies a whole batch of results in one statement.
+-- A result is applied only while its lease holds (locked_by = orchestrator AND attempts =
+-- attempt): a late result from an orchestrator whose execution was recovered, re-claimed or
+-- finished is reported 'stale' and changes nothing (fencing).
+
+-- Ends live execution p_id of queue p_queue: moves it to finished_executions with p_state
+-- ('completed', 'failed' or 'cancelled') and p_error. The caller holds the row lock.
+-- Returns true when the row was still live.
+CREATE FUNCTION pgconductor._finish(p_id uuid, p_queue text, p_state text, p_error text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH ended AS (
+        DELETE FROM pgconductor.executions AS e WHERE e.id = p_id AND e.queue = p_queue RETURNING e.*
+    ), archived AS (
+        INSERT INTO pgconductor.finished_executions
+            (id, task_key, queue, payload, state, attempts, priority, run_at, created_at, finished_at,
+             orchestrator_id, last_error)
+        SELECT x.id, x.task_key, x.queue, x.payload, p_state, x.attempts, x.priority, x.run_at, x.created_at,
+               pgconductor._now(), x.locked_by, coalesce(p_error, x.last_error)
+          FROM ended AS x
+        ON CONFLICT ON CONSTRAINT finished_executions_pkey DO NOTHING
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM ended)
+$$;
+
+-- Applies a batch of results for orchestrator p_orchestrator_id. Statuses: completed, failed
+-- (retry with the task's backoff until attempts are exhausted), fatal (fail now), released
+-- (back to pending after p_delays_ms, attempt not counted). Row locks: the executions named.
+-- Returns one (id, outcome) per input, in order: completed | retry_scheduled | failed |
+-- released | cancelled | stale. Raises 22023 for bad arrays, P0002 for an unknown orchestrator.
+CREATE FUNCTION pgconductor.return_executions(
+    p_orchestrator_id uuid,
+    p_ids             uuid[],
+    p_attempts        integer[],
+    p_statuses        text[],
+    p_errors          text[] DEFAULT NULL,
+    p_results         jsonb[] DEFAULT NULL,
+    p_delays_ms       integer[] DEFAULT NULL
+)
+RETURNS TABLE (id uuid, outcome text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := pgconductor._now();
+    v_n   integer := coalesce(cardinality(p_ids), 0);
+    v_bad text;
+BEGIN
+    IF coalesce(cardinality(p_attempts), 0) <> v_n OR coalesce(cardinality(p_statuses), 0) <> v_n
+       OR (p_errors IS NOT NULL AND cardinality(p_errors) <> v_n)
+       OR (p_results IS NOT NULL AND cardinality(p_results) <> v_n)
+       OR (p_delays_ms IS NOT NULL AND cardinality(p_delays_ms) <> v_n) THEN
+        RAISE EXCEPTION 'return_executions arrays have different lengths'
+            USING ERRCODE = '22023', HINT = 'Pass one element per result in every array (or NULL for a whole optional array).';
+    END IF;
+    SELECT s INTO v_bad FROM unnest(p_statuses) AS s
+     WHERE s IS NULL OR s NOT IN ('completed', 'failed', 'fatal', 'released') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'invalid result status %', coalesce(quote_literal(v_bad), 'NULL')
+            USING ERRCODE = '22023', HINT = 'Use completed, failed, fatal or released.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgconductor.orchestrators AS o WHERE o.id = p_orchestrator_id) THEN
+        RAISE EXCEPTION 'unknown orchestrator %', coalesce(p_orchestrator_id::text, 'NULL')
+            USING ERRCODE = 'P0002', HINT = 'Results come from the orchestrator that claimed the executions (get_executions or heartbeat registers it).';
+    END IF;
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    WITH input AS (
+        SELECT DISTINCT ON (u.id) u.id, u.attempt, u.status, u.error, u.result, u.delay_ms, u.ord
+          FROM unnest(p_ids, p_attempts, p_statuses,
+                      coalesce(p_errors, array_fill(NULL::text, ARRAY[v_n])),
+                      coalesce(p_results, array_fill(NULL::jsonb, ARRAY[v_n])),
+                      coalesce(p_delays_ms, array_fill(NULL::integer, ARRAY[v_n])))
+               WITH ORDINALITY AS u(id, attempt, status, error, result, delay_ms, ord)
+         ORDER BY u.id, u.ord
+    ), live AS MATERIALIZED (
+        -- The lease check: only rows this orchestrator still holds at this attempt.
+        SELECT e.id, e.queue, e.attempts, e.cancel_reason, i.status, i.error, i.result, i.delay_ms,
+               coalesce(t.max_attempts, 3) AS max_attempts,
+               coalesce(t.backoff_base, interval '1 second') AS backoff_base,
+               coalesce(t.backoff_cap, interval '10 minutes') AS backoff_cap
+          FROM input AS i
+          JOIN pgconductor.executions AS e
+            ON e.id = i.id AND e.locked_by = p_orchestrator_id AND e.attempts = i.attempt
+          LEFT JOIN pgconductor.tasks AS t ON t.key = e.task_key
+           FOR UPDATE OF e
+    ), decided AS MATERIALIZED (
+        SELECT l.*, CASE
+                   WHEN l.status = 'completed' THEN 'completed'
+                   WHEN l.cancel_reason IS NOT NULL THEN 'cancelled'
+                   WHEN l.status = 'released' THEN 'released'
+                   WHEN l.status = 'fatal' OR l.attempts >= l.max_attempts THEN 'failed'
+                   ELSE 'retry_scheduled'
+               END AS outcome
+          FROM live AS l
+    ), ended AS (
+        DELETE FROM pgconductor.executions AS e
+         USING decided AS d
+         WHERE e.id = d.id AND e.queue = d.queue AND d.outcome IN ('completed', 'failed', 'cancelled')
+        RETURNING e.*, d.outcome AS state,
+                  CASE d.outcome WHEN 'completed' THEN e.last_error
+                                 WHEN 'cancelled' THEN e.cancel_reason
+                                 ELSE coalesce(d.error, 'failed without an error message') END AS new_error,
+                  CASE WHEN d.outcome = 'completed' THEN d.result END AS new_result
+    ), archived AS (
+        INSERT INTO pgconductor.finished_executions
+            (id, task_key, queue, payload, state, attempts, priority, run_at, created_at, finished_at,
+             orchestrator_id, last_error, result)
+        SELECT x.id, x.task_key, x.queue, x.payload, x.state, x.attempts, x.priority, x.run_at, x.created_at,
+               v_now, x.locked_by, x.new_error, x.new_result
+          FROM ended AS x
+        ON CONFLICT ON CONSTRAINT finished_executions_pkey DO NOTHING
+    ), requeued AS (
+        UPDATE pgconductor.executions AS e
+           SET locked_by = NULL, locked_at = NULL,
+               attempts = CASE WHEN d.outcome = 'released' THEN greatest(e.attempts - 1, 0) ELSE e.attempts END,
+               run_at = CASE WHEN d.outcome = 'released'
+                             THEN v_now + make_interval(secs => greatest(coalesce(d.delay_ms, 0), 0) / 1000.0)
+                             ELSE v_now + pgconductor._backoff(e.attempts, d.backoff_base, d.backoff_cap) END,
+               last_error = CASE WHEN d.outcome = 'released' THEN e.last_error
+                                 ELSE coalesce(d.error, 'failed without an error message') END
+          FROM decided AS d
+         WHERE e.id = d.id AND e.queue = d.queue AND d.outcome IN ('retry_scheduled', 'released')
+    )
+    SELECT i.id, coalesce(d.outcome, 'stale')
+      FROM input AS i
+      LEFT JOIN decided AS d ON d.id = i.id
+     ORDER BY i.ord;
+END
+$$;

@@ -1,0 +1,148 @@
+-- Operations on single executions and queues: cancel, retry, inspect, stats, retention.
+
+-- Cancels execution p_execution_id. Pending: it ends now as cancelled ('cancelled'). Running:
+-- the cancel is recorded and its orchestrator signalled ('cancelling'); its result then ends
+-- it as cancelled unless it completed first. Row lock: that execution. Also returns
+-- 'already_finished' or 'not_found'.
+CREATE FUNCTION pgconductor.cancel(p_execution_id uuid, p_reason text DEFAULT 'cancelled by user')
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row record;
+BEGIN
+    SELECT e.id, e.queue, e.locked_by, e.cancel_reason INTO v_row
+      FROM pgconductor.executions AS e WHERE e.id = p_execution_id FOR UPDATE;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM pgconductor.finished_executions AS f WHERE f.id = p_execution_id) THEN
+            RETURN 'already_finished';
+        END IF;
+        RETURN 'not_found';
+    END IF;
+    IF v_row.locked_by IS NULL THEN
+        PERFORM pgconductor._finish(v_row.id, v_row.queue, 'cancelled', coalesce(p_reason, 'cancelled by user'));
+        RETURN 'cancelled';
+    END IF;
+    IF v_row.cancel_reason IS NULL THEN
+        UPDATE pgconductor.executions AS e SET cancel_reason = coalesce(p_reason, 'cancelled by user')
+         WHERE e.id = v_row.id AND e.queue = v_row.queue;
+        PERFORM pgconductor._signal(v_row.locked_by, 'cancel', v_row.id);
+    END IF;
+    RETURN 'cancelling';
+END
+$$;
+
+-- Puts failed or cancelled execution p_execution_id back to pending, due now, with attempts
+-- reset. Raises P0002 when unknown, 55000 when it is live or completed. Returns its id.
+CREATE FUNCTION pgconductor.retry(p_execution_id uuid)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row pgconductor.finished_executions;
+BEGIN
+    SELECT * INTO v_row FROM pgconductor.finished_executions AS f WHERE f.id = p_execution_id FOR UPDATE;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM pgconductor.executions AS e WHERE e.id = p_execution_id) THEN
+            RAISE EXCEPTION 'execution % has not finished', p_execution_id
+                USING ERRCODE = '55000', HINT = 'Only failed or cancelled executions can be retried.';
+        END IF;
+        RAISE EXCEPTION 'unknown execution %', coalesce(p_execution_id::text, 'NULL')
+            USING ERRCODE = 'P0002', HINT = 'Finished executions are kept until prune_finished() removes them.';
+    END IF;
+    IF v_row.state = 'completed' THEN
+        RAISE EXCEPTION 'execution % completed', p_execution_id
+            USING ERRCODE = '55000', HINT = 'Only failed or cancelled executions can be retried; invoke the task again instead.';
+    END IF;
+    PERFORM pgconductor.create_queue(v_row.queue);
+    DELETE FROM pgconductor.finished_executions AS f WHERE f.id = p_execution_id;
+    INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, attempts, last_error, created_at)
+    VALUES (v_row.id, v_row.task_key, v_row.queue, v_row.payload, pgconductor._now(), v_row.priority, 0,
+            v_row.last_error, v_row.created_at);
+    PERFORM pg_notify('pgconductor_invoke', v_row.queue);
+    RETURN v_row.id;
+END
+$$;
+
+-- One execution wherever it is: state pending | running (live) or completed | failed |
+-- cancelled (finished). Locks nothing. Returns no row for an unknown id.
+CREATE FUNCTION pgconductor.get_execution(p_id uuid)
+RETURNS TABLE (id uuid, task_key text, queue text, state text, attempts integer, priority integer,
+               run_at timestamptz, locked_by uuid, last_error text, result jsonb, finished_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.id, e.task_key, e.queue, CASE WHEN e.locked_by IS NULL THEN 'pending' ELSE 'running' END,
+           e.attempts, e.priority, e.run_at, e.locked_by, e.last_error, NULL::jsonb, NULL::timestamptz
+      FROM pgconductor.executions AS e WHERE e.id = p_id
+    UNION ALL
+    SELECT f.id, f.task_key, f.queue, f.state, f.attempts, f.priority, f.run_at, NULL, f.last_error, f.result, f.finished_at
+      FROM pgconductor.finished_executions AS f WHERE f.id = p_id
+    LIMIT 1
+$$;
+
+-- Counts per queue: pending (due now or later), due, running, and finished by state.
+-- Locks nothing; reads every live row and the finished ones (an operator's query).
+CREATE FUNCTION pgconductor.queue_stats()
+RETURNS TABLE (queue text, pending bigint, due bigint, running bigint, completed bigint, failed bigint, cancelled bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH live AS (
+        SELECT e.queue,
+               count(*) FILTER (WHERE e.locked_by IS NULL) AS pending,
+               count(*) FILTER (WHERE e.locked_by IS NULL AND e.run_at <= pgconductor._now()) AS due,
+               count(*) FILTER (WHERE e.locked_by IS NOT NULL) AS running
+          FROM pgconductor.executions AS e GROUP BY e.queue
+    ), done AS (
+        SELECT f.queue,
+               count(*) FILTER (WHERE f.state = 'completed') AS completed,
+               count(*) FILTER (WHERE f.state = 'failed') AS failed,
+               count(*) FILTER (WHERE f.state = 'cancelled') AS cancelled
+          FROM pgconductor.finished_executions AS f GROUP BY f.queue
+    )
+    SELECT q.name, coalesce(l.pending, 0), coalesce(l.due, 0), coalesce(l.running, 0),
+           coalesce(d.completed, 0), coalesce(d.failed, 0), coalesce(d.cancelled, 0)
+      FROM pgconductor.queues AS q
+      LEFT JOIN live AS l ON l.queue = q.name
+      LEFT JOIN done AS d ON d.queue = q.name
+     ORDER BY q.name
+$$;
+
+-- Retention: deletes up to p_limit finished executions that ended before now - p_older_than,
+-- and orchestrators gone (stopped or drained) that long. Returns the executions deleted.
+CREATE FUNCTION pgconductor.prune_finished(p_older_than interval, p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cutoff timestamptz;
+    v_count  integer;
+BEGIN
+    IF p_older_than IS NULL OR p_older_than < interval '0' OR p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'prune_finished needs a non-negative age and a positive limit'
+            USING ERRCODE = '22023', HINT = 'For example prune_finished(interval ''7 days'', 10000).';
+    END IF;
+    v_cutoff := pgconductor._now() - p_older_than;
+    DELETE FROM pgconductor.finished_executions AS f
+     WHERE f.id IN (SELECT x.id FROM pgconductor.finished_executions AS x
+                     WHERE x.finished_at < v_cutoff ORDER BY x.finished_at LIMIT p_limit);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    DELETE FROM pgconductor.orchestrators AS o
+     WHERE o.drained AND coalesce(o.stopped_at, o.expired_at) < v_cutoff
+       AND NOT EXISTS (SELECT 1 FROM pgconductor.executions AS e WHERE e.locked_by = o.id);
+    RETURN v_count;
+END
+$$;
+
+-- The installed version of the extension (what clients check against what they support).
+CREATE FUNCTION pgconductor.version()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgconductor'
+$$;

@@ -1,0 +1,13 @@
+-- Shared set-up for every pgTAP file: \i tests/sql/setup.sql before BEGIN.
+-- Quiet psql, stop on errors, UTC, and the extensions the tests use.
+\set ON_ERROR_STOP 1
+\set QUIET 1
+\pset format unaligned
+\pset tuples_only true
+\pset pager off
+SET client_min_messages = warning;
+SET timezone = 'UTC';
+CREATE EXTENSION IF NOT EXISTS pgtap;
+CREATE EXTENSION IF NOT EXISTS "uuid-ossp";
+CREATE EXTENSION IF NOT EXISTS pgconductor;
+RESET pgconductor.fake_now;
