@@ -72,20 +72,22 @@ BEGIN
 
     RETURN QUERY
     WITH input AS (
-        SELECT DISTINCT ON (u.id) u.id, u.attempt, u.status, u.error, u.result, u.delay_ms, u.ord
+        SELECT u.id, u.attempt, u.status, u.error, u.result, u.delay_ms, u.ord
           FROM unnest(p_ids, p_attempts, p_statuses,
                       coalesce(p_errors, array_fill(NULL::text, ARRAY[v_n])),
                       coalesce(p_results, array_fill(NULL::jsonb, ARRAY[v_n])),
                       coalesce(p_delays_ms, array_fill(NULL::integer, ARRAY[v_n])))
                WITH ORDINALITY AS u(id, attempt, status, error, result, delay_ms, ord)
-         ORDER BY u.id, u.ord
+    ), first_of_id AS (
+        -- A repeated id is applied once: its first occurrence; the others report 'stale'.
+        SELECT DISTINCT ON (i.id) i.* FROM input AS i ORDER BY i.id, i.ord
     ), live AS MATERIALIZED (
         -- The lease check: only rows this orchestrator still holds at this attempt.
-        SELECT e.id, e.queue, e.attempts, e.cancel_reason, i.status, i.error, i.result, i.delay_ms,
+        SELECT e.id, e.queue, e.attempts, e.cancel_reason, i.ord, i.status, i.error, i.result, i.delay_ms,
                coalesce(t.max_attempts, 3) AS max_attempts,
                coalesce(t.backoff_base, interval '1 second') AS backoff_base,
                coalesce(t.backoff_cap, interval '10 minutes') AS backoff_cap
-          FROM input AS i
+          FROM first_of_id AS i
           JOIN pgconductor.executions AS e
             ON e.id = i.id AND e.locked_by = p_orchestrator_id AND e.attempts = i.attempt
           LEFT JOIN pgconductor.tasks AS t ON t.key = e.task_key
@@ -130,7 +132,7 @@ BEGIN
     )
     SELECT i.id, coalesce(d.outcome, 'stale')
       FROM input AS i
-      LEFT JOIN decided AS d ON d.id = i.id
+      LEFT JOIN decided AS d ON d.id = i.id AND d.ord = i.ord
      ORDER BY i.ord;
 END
 $$;
