@@ -1,0 +1,42 @@
+-- The public API surface and its privileges.
+-- Cases: every documented function exists with its signature; every function pins its
+-- search_path; internal helpers ("_" prefix) are not executable by PUBLIC, except the three
+-- that column defaults and CHECK constraints call; the public API is.
+\i tests/sql/setup.sql
+BEGIN;
+SELECT plan(20);
+
+SELECT has_function('pgconductor', 'invoke', ARRAY['text', 'jsonb', 'text', 'timestamp with time zone', 'integer', 'text']);
+SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text[]', 'jsonb[]', 'text[]', 'timestamp with time zone[]', 'integer[]', 'text[]']);
+SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text', 'jsonb[]', 'text', 'timestamp with time zone', 'integer']);
+SELECT has_function('pgconductor', 'get_executions', ARRAY['text', 'uuid', 'integer']);
+SELECT has_function('pgconductor', 'get_executions', ARRAY['text[]', 'uuid', 'integer', 'text']);
+SELECT has_function('pgconductor', 'return_executions', ARRAY['uuid', 'uuid[]', 'integer[]', 'text[]', 'text[]', 'jsonb[]', 'integer[]']);
+SELECT has_function('pgconductor', 'heartbeat', ARRAY['uuid', 'text', 'interval', 'jsonb']);
+SELECT has_function('pgconductor', 'recover_stale', ARRAY['integer']);
+SELECT has_function('pgconductor', 'release_orchestrator', ARRAY['uuid']);
+SELECT has_function('pgconductor', 'request_shutdown', ARRAY['uuid']);
+SELECT has_function('pgconductor', 'register_task', ARRAY['text', 'text', 'integer', 'time without time zone', 'time without time zone', 'text', 'interval', 'interval', 'interval']);
+SELECT has_function('pgconductor', 'create_queue', ARRAY['text']);
+SELECT has_function('pgconductor', 'drop_queue', ARRAY['text', 'boolean']);
+SELECT has_function('pgconductor', 'cancel', ARRAY['uuid', 'text']);
+SELECT has_function('pgconductor', 'retry', ARRAY['uuid']);
+SELECT has_function('pgconductor', 'queue_stats', ARRAY[]::text[]);
+
+SELECT is((SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
+            AND NOT coalesce(proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp'], false)),
+          0::bigint, 'every function pins search_path');
+
+CREATE ROLE pgc_test_outsider;
+SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
+            WHERE pronamespace = 'pgconductor'::regnamespace AND proname LIKE '\_%' AND prorettype <> 'trigger'::regtype
+              AND has_function_privilege('pgc_test_outsider', oid, 'EXECUTE')),
+          ARRAY['_now', '_valid_queue_name', '_valid_task_key'],
+          'PUBLIC may execute only the internal helpers that defaults and checks need');
+SELECT ok(has_function_privilege('pgc_test_outsider', 'pgconductor.invoke(text, jsonb, text, timestamptz, integer, text)', 'EXECUTE'),
+          'PUBLIC may execute the public API');
+SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor._claim(text, text[], uuid, integer)', 'EXECUTE'),
+          'but not the claim internals');
+
+SELECT * FROM finish();
+ROLLBACK;
