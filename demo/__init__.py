@@ -1,0 +1,1 @@
+"""The `make demo` application: one queue, one small task."""
