@@ -1,7 +1,8 @@
 -- Composite types returned by the public API.
 
--- One claimed execution, as get_executions() hands it to a worker. The pair
--- (orchestrator id, attempt) is the lease a result must quote to be applied.
+-- One claimed execution, as get_executions() hands it to a worker. attempt counts the
+-- attempts spent (a released attempt is given back); lease numbers every claim of the
+-- execution and never repeats: (orchestrator id, lease) is what a result must quote.
 CREATE TYPE pgconductor.claimed_execution AS (
     id           uuid,
     task_key     text,
@@ -11,5 +12,6 @@ CREATE TYPE pgconductor.claimed_execution AS (
     max_attempts integer,
     priority     integer,
     run_at       timestamptz,
-    timeout_ms   bigint
+    timeout_ms   bigint,
+    lease        integer
 );

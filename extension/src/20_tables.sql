@@ -28,7 +28,8 @@ CREATE TABLE pgconductor.tasks (
 );
 
 -- Live executions: pending (locked_by IS NULL) or running (locked_by = the orchestrator
--- holding the lease, attempts = the attempt it runs). Priority: lower runs first.
+-- holding the lease). attempts: attempts spent; lease: claims ever made (never decreases, so
+-- (locked_by, lease) identifies one claim). Priority: lower runs first.
 CREATE TABLE pgconductor.executions (
     id            uuid NOT NULL DEFAULT gen_random_uuid(),
     task_key      text NOT NULL CONSTRAINT executions_task_key_valid CHECK (pgconductor._valid_task_key(task_key)),
@@ -37,6 +38,7 @@ CREATE TABLE pgconductor.executions (
     run_at        timestamptz NOT NULL DEFAULT pgconductor._now(),
     priority      integer NOT NULL DEFAULT 0,
     attempts      integer NOT NULL DEFAULT 0 CONSTRAINT executions_attempts_nonnegative CHECK (attempts >= 0),
+    lease         integer NOT NULL DEFAULT 0,
     locked_by     uuid,
     locked_at     timestamptz,
     last_error    text,
@@ -64,6 +66,7 @@ CREATE TABLE pgconductor.finished_executions (
     payload         jsonb NOT NULL,
     state           text NOT NULL CONSTRAINT finished_state_valid CHECK (state IN ('completed', 'failed', 'cancelled')),
     attempts        integer NOT NULL,
+    lease           integer NOT NULL DEFAULT 0,
     priority        integer NOT NULL,
     run_at          timestamptz NOT NULL,
     created_at      timestamptz NOT NULL,

@@ -1,6 +1,6 @@
 -- Claiming: the one claim shape. Up to p_batch_size due executions of one queue, in
 -- (priority, run_at, id) order, FOR UPDATE SKIP LOCKED, in one statement; each claim takes a
--- lease (locked_by = orchestrator, attempts + 1).
+-- lease (locked_by = orchestrator, lease + 1) and spends an attempt (attempts + 1).
 
 -- Claims up to p_batch_size executions of queue p_queue (only p_task_keys, unless NULL) for
 -- orchestrator p_orchestrator_id. Skips tasks outside their window and executions whose
@@ -27,10 +27,14 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Claimers are orchestrators: make sure recovery can find what this one will hold.
-    INSERT INTO pgconductor.orchestrators (id, started_at, last_heartbeat_at)
+    -- Claimers are orchestrators: make sure recovery can find what this one will hold. A
+    -- claim from one marked expired or stopped proves it alive again: revive it, so that
+    -- recovery watches its heartbeat once more (written only in that case).
+    INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at)
     VALUES (p_orchestrator_id, v_now, v_now)
-    ON CONFLICT (id) DO NOTHING;
+    ON CONFLICT (id) DO UPDATE
+       SET last_heartbeat_at = v_now, expired_at = NULL, stopped_at = NULL, drained = false
+     WHERE o.expired_at IS NOT NULL OR o.stopped_at IS NOT NULL;
 
     -- Tasks outside their daily window right now (decided here, from the small tasks table).
     SELECT coalesce(array_agg(t.key), '{}') INTO v_blocked
@@ -54,14 +58,14 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE pgconductor.executions AS e
-           SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1
+           SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1, lease = e.lease + 1
           FROM picked AS p
          WHERE e.id = p.id AND e.queue = p.queue
-        RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at
+        RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at, e.lease
     )
     SELECT c.id, c.task_key, c.queue, c.payload, c.attempts,
            coalesce(t.max_attempts, 3), c.priority, c.run_at,
-           (extract(epoch FROM t.timeout) * 1000)::bigint
+           (extract(epoch FROM t.timeout) * 1000)::bigint, c.lease
       FROM claimed AS c
       LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
      ORDER BY c.priority, c.run_at, c.id;

@@ -1,7 +1,8 @@
 -- Completing: return_executions() applies a whole batch of results in one statement.
--- A result is applied only while its lease holds (locked_by = orchestrator AND attempts =
--- attempt): a late result from an orchestrator whose execution was recovered, re-claimed or
--- finished is reported 'stale' and changes nothing (fencing).
+-- A result is applied only while its lease holds (locked_by = orchestrator AND lease = the
+-- lease the claim returned): a late or repeated result from an orchestrator whose execution
+-- was recovered, released, re-claimed or finished is reported 'stale' and changes nothing
+-- (fencing). Leases never repeat, so even a result flushed twice cannot hit a newer claim.
 
 -- Ends live execution p_id of queue p_queue: moves it to finished_executions with p_state
 -- ('completed', 'failed' or 'cancelled') and p_error. The caller holds the row lock.
@@ -15,9 +16,9 @@ AS $$
         DELETE FROM pgconductor.executions AS e WHERE e.id = p_id AND e.queue = p_queue RETURNING e.*
     ), archived AS (
         INSERT INTO pgconductor.finished_executions
-            (id, task_key, queue, payload, state, attempts, priority, run_at, created_at, finished_at,
+            (id, task_key, queue, payload, state, attempts, lease, priority, run_at, created_at, finished_at,
              orchestrator_id, last_error)
-        SELECT x.id, x.task_key, x.queue, x.payload, p_state, x.attempts, x.priority, x.run_at, x.created_at,
+        SELECT x.id, x.task_key, x.queue, x.payload, p_state, x.attempts, x.lease, x.priority, x.run_at, x.created_at,
                pgconductor._now(), x.locked_by, coalesce(p_error, x.last_error)
           FROM ended AS x
         ON CONFLICT ON CONSTRAINT finished_executions_pkey DO NOTHING
@@ -34,7 +35,7 @@ $$;
 CREATE FUNCTION pgconductor.return_executions(
     p_orchestrator_id uuid,
     p_ids             uuid[],
-    p_attempts        integer[],
+    p_leases          integer[],
     p_statuses        text[],
     p_errors          text[] DEFAULT NULL,
     p_results         jsonb[] DEFAULT NULL,
@@ -49,7 +50,7 @@ DECLARE
     v_n   integer := coalesce(cardinality(p_ids), 0);
     v_bad text;
 BEGIN
-    IF coalesce(cardinality(p_attempts), 0) <> v_n OR coalesce(cardinality(p_statuses), 0) <> v_n
+    IF coalesce(cardinality(p_leases), 0) <> v_n OR coalesce(cardinality(p_statuses), 0) <> v_n
        OR (p_errors IS NOT NULL AND cardinality(p_errors) <> v_n)
        OR (p_results IS NOT NULL AND cardinality(p_results) <> v_n)
        OR (p_delays_ms IS NOT NULL AND cardinality(p_delays_ms) <> v_n) THEN
@@ -72,24 +73,24 @@ BEGIN
 
     RETURN QUERY
     WITH input AS (
-        SELECT u.id, u.attempt, u.status, u.error, u.result, u.delay_ms, u.ord
-          FROM unnest(p_ids, p_attempts, p_statuses,
+        SELECT u.id, u.lease, u.status, u.error, u.result, u.delay_ms, u.ord
+          FROM unnest(p_ids, p_leases, p_statuses,
                       coalesce(p_errors, array_fill(NULL::text, ARRAY[v_n])),
                       coalesce(p_results, array_fill(NULL::jsonb, ARRAY[v_n])),
                       coalesce(p_delays_ms, array_fill(NULL::integer, ARRAY[v_n])))
-               WITH ORDINALITY AS u(id, attempt, status, error, result, delay_ms, ord)
+               WITH ORDINALITY AS u(id, lease, status, error, result, delay_ms, ord)
     ), first_of_id AS (
         -- A repeated id is applied once: its first occurrence; the others report 'stale'.
         SELECT DISTINCT ON (i.id) i.* FROM input AS i ORDER BY i.id, i.ord
     ), live AS MATERIALIZED (
-        -- The lease check: only rows this orchestrator still holds at this attempt.
+        -- The lease check: only rows this orchestrator still holds under this lease.
         SELECT e.id, e.queue, e.attempts, e.cancel_reason, i.ord, i.status, i.error, i.result, i.delay_ms,
                coalesce(t.max_attempts, 3) AS max_attempts,
                coalesce(t.backoff_base, interval '1 second') AS backoff_base,
                coalesce(t.backoff_cap, interval '10 minutes') AS backoff_cap
           FROM first_of_id AS i
           JOIN pgconductor.executions AS e
-            ON e.id = i.id AND e.locked_by = p_orchestrator_id AND e.attempts = i.attempt
+            ON e.id = i.id AND e.locked_by = p_orchestrator_id AND e.lease = i.lease
           LEFT JOIN pgconductor.tasks AS t ON t.key = e.task_key
            FOR UPDATE OF e
     ), decided AS MATERIALIZED (
@@ -112,9 +113,9 @@ BEGIN
                   CASE WHEN d.outcome = 'completed' THEN d.result END AS new_result
     ), archived AS (
         INSERT INTO pgconductor.finished_executions
-            (id, task_key, queue, payload, state, attempts, priority, run_at, created_at, finished_at,
+            (id, task_key, queue, payload, state, attempts, lease, priority, run_at, created_at, finished_at,
              orchestrator_id, last_error, result)
-        SELECT x.id, x.task_key, x.queue, x.payload, x.state, x.attempts, x.priority, x.run_at, x.created_at,
+        SELECT x.id, x.task_key, x.queue, x.payload, x.state, x.attempts, x.lease, x.priority, x.run_at, x.created_at,
                v_now, x.locked_by, x.new_error, x.new_result
           FROM ended AS x
         ON CONFLICT ON CONSTRAINT finished_executions_pkey DO NOTHING

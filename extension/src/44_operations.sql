@@ -58,9 +58,9 @@ BEGIN
     END IF;
     PERFORM pgconductor.create_queue(v_row.queue);
     DELETE FROM pgconductor.finished_executions AS f WHERE f.id = p_execution_id;
-    INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, attempts, last_error, created_at)
+    INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, attempts, lease, last_error, created_at)
     VALUES (v_row.id, v_row.task_key, v_row.queue, v_row.payload, pgconductor._now(), v_row.priority, 0,
-            v_row.last_error, v_row.created_at);
+            v_row.lease, v_row.last_error, v_row.created_at);
     PERFORM pg_notify('pgconductor_invoke', v_row.queue);
     RETURN v_row.id;
 END

@@ -7,7 +7,7 @@
 -- release_orchestrator hands work back without spending attempts; bad input.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(23);
+SELECT plan(25);
 SET pgconductor.fake_now = '2025-06-01 10:00:00';
 
 SELECT is((SELECT count(*) FROM pgconductor.heartbeat('00000000-0000-0000-0000-00000000000a', '0.1.0', '30 seconds', '{"host": "h1"}')),
@@ -65,6 +65,14 @@ SELECT pgconductor.get_executions('work', '00000000-0000-0000-0000-00000000000b'
 SELECT is(pgconductor.release_orchestrator('00000000-0000-0000-0000-00000000000b'), 2, 'release_orchestrator lets go of what it holds');
 SELECT is((SELECT array_agg(attempts ORDER BY attempts) FROM pgconductor.executions WHERE task_key = 'work'), ARRAY[1, 1],
           'without spending attempts');
+
+-- A stopped (or expired) orchestrator that claims again is live again, so recovery watches it.
+SELECT pgconductor.invoke('work', '{}');
+SELECT is((SELECT count(*) FROM pgconductor.get_executions('work', '00000000-0000-0000-0000-00000000000b', 10)), 3::bigint,
+          'a stopped orchestrator can claim again');
+SELECT ok((SELECT stopped_at IS NULL AND expired_at IS NULL AND NOT drained AND last_heartbeat_at = pgconductor._now()
+             FROM pgconductor.orchestrators WHERE id = '00000000-0000-0000-0000-00000000000b'),
+          'and is revived by its claim');
 
 SELECT throws_ok($$SELECT pgconductor.heartbeat(NULL)$$, '22023', NULL, 'a NULL orchestrator id is rejected');
 SELECT throws_ok($$SELECT pgconductor.heartbeat(gen_random_uuid(), NULL, '0 seconds')$$, '22023', NULL, 'a non-positive stale_after is rejected');

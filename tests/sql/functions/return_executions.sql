@@ -7,7 +7,7 @@
 -- ends cancelled unless it completed (G4); bad input raises and changes nothing.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(24);
+SELECT plan(27);
 SET pgconductor.fake_now = '2025-05-01 10:00:00';
 SELECT pgconductor.register_task('job', p_max_attempts => 3, p_backoff_base => '10 seconds', p_backoff_cap => '15 seconds');
 
@@ -59,9 +59,22 @@ SELECT results_eq($$SELECT outcome FROM pgconductor.return_executions('00000000-
                        ARRAY[(SELECT id FROM c WHERE n = 5), (SELECT id FROM c WHERE n = 5)], ARRAY[1, 1], ARRAY['completed', 'failed'])$$,
                   ARRAY['completed', 'stale'], 'a duplicate in one batch is applied once');
 
+-- A released execution re-claimed by the same orchestrator gets a new lease: a repeat of the
+-- release (a flush retried after a lost acknowledgement) must not release the new claim.
+SET pgconductor.fake_now = '2025-05-01 10:00:05';  -- n=4 is due again; n=2's retry is not yet
+CREATE TEMP TABLE again AS
+SELECT g.id, g.attempt, g.lease FROM pgconductor.get_executions('job', '00000000-0000-0000-0000-00000000000a', 10) AS g
+ WHERE g.id = (SELECT id FROM c WHERE n = 4);
+SELECT row_eq($$SELECT attempt, lease FROM again$$, ROW(1, 2), 'the re-claim is attempt 1 again but lease 2');
+SELECT results_eq($$SELECT outcome FROM pgconductor.return_executions('00000000-0000-0000-0000-00000000000a',
+                       ARRAY[(SELECT id FROM c WHERE n = 4)], ARRAY[1], ARRAY['released'])$$,
+                  ARRAY['stale'], 'a repeated result for lease 1 is stale');
+SELECT is((SELECT locked_by FROM pgconductor.executions WHERE id = (SELECT id FROM c WHERE n = 4)),
+          '00000000-0000-0000-0000-00000000000a'::uuid, 'and the new claim keeps running');
+
 -- Retries until exhausted, backoff capped -----------------------------------------------------
 SET pgconductor.fake_now = '2025-05-01 11:00:00';
-SELECT pgconductor.return_executions('00000000-0000-0000-0000-00000000000a', ARRAY[g.id], ARRAY[g.attempt], ARRAY['failed'], ARRAY['boom 2'])
+SELECT pgconductor.return_executions('00000000-0000-0000-0000-00000000000a', ARRAY[g.id], ARRAY[g.lease], ARRAY['failed'], ARRAY['boom 2'])
   FROM pgconductor.get_executions('job', '00000000-0000-0000-0000-00000000000a', 10) AS g
  WHERE g.id = (SELECT id FROM c WHERE n = 2);
 SELECT ok((SELECT run_at BETWEEN '2025-05-01 11:00:07.5' AND '2025-05-01 11:00:15' FROM pgconductor.executions
@@ -69,7 +82,7 @@ SELECT ok((SELECT run_at BETWEEN '2025-05-01 11:00:07.5' AND '2025-05-01 11:00:1
 SET pgconductor.fake_now = '2025-05-01 12:00:00';
 CREATE TEMP TABLE third AS
 SELECT r3.outcome FROM pgconductor.get_executions('job', '00000000-0000-0000-0000-00000000000a', 10) AS g,
-       pgconductor.return_executions('00000000-0000-0000-0000-00000000000a', ARRAY[g.id], ARRAY[g.attempt],
+       pgconductor.return_executions('00000000-0000-0000-0000-00000000000a', ARRAY[g.id], ARRAY[g.lease],
                                      ARRAY['failed'], ARRAY['boom 3']) AS r3
  WHERE g.id = (SELECT id FROM c WHERE n = 2);
 SELECT results_eq($$SELECT outcome FROM third$$, ARRAY['failed'], 'attempt 3 of 3 fails permanently');
