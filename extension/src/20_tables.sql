@@ -4,15 +4,16 @@
 
 -- Queues: inserting a row creates the queue's partition, deleting it drops it (25_queues.sql).
 CREATE TABLE pgconductor.queues (
-    name       text PRIMARY KEY CONSTRAINT queues_name_valid CHECK (pgconductor._valid_queue_name(name)),
+    name       text PRIMARY KEY CONSTRAINT queues_name_valid CHECK (name ~ '^[a-z0-9][a-z0-9_-]{0,47}$'),
     created_at timestamptz NOT NULL DEFAULT pgconductor._now()
 );
 
 -- Tasks: settings per task key. A key invoked before any worker registered it needs no row
 -- here: it runs with the defaults (3 attempts, no window, 1 s..10 min backoff).
 CREATE TABLE pgconductor.tasks (
-    key          text PRIMARY KEY CONSTRAINT tasks_key_valid CHECK (pgconductor._valid_task_key(key)),
-    queue        text NOT NULL DEFAULT 'default' CONSTRAINT tasks_queue_valid CHECK (pgconductor._valid_queue_name(queue)),
+    key          text PRIMARY KEY CONSTRAINT tasks_key_valid
+                     CHECK (char_length(key) BETWEEN 1 AND 200 AND key !~ '[[:cntrl:]]' AND key = btrim(key)),
+    queue        text NOT NULL DEFAULT 'default' CONSTRAINT tasks_queue_valid CHECK (queue ~ '^[a-z0-9][a-z0-9_-]{0,47}$'),
     max_attempts integer NOT NULL DEFAULT 3 CONSTRAINT tasks_max_attempts_positive CHECK (max_attempts >= 1),
     window_start time,
     window_end   time,
@@ -31,8 +32,9 @@ CREATE TABLE pgconductor.tasks (
 -- holding the lease). attempts: attempts spent; lease: claims ever made (never decreases, so
 -- (locked_by, lease) identifies one claim). Priority: lower runs first.
 CREATE TABLE pgconductor.executions (
-    id            uuid NOT NULL DEFAULT gen_random_uuid(),
-    task_key      text NOT NULL CONSTRAINT executions_task_key_valid CHECK (pgconductor._valid_task_key(task_key)),
+    id            uuid NOT NULL DEFAULT pgconductor._uuid7(),
+    task_key      text NOT NULL CONSTRAINT executions_task_key_valid
+                      CHECK (char_length(task_key) BETWEEN 1 AND 200 AND task_key !~ '[[:cntrl:]]' AND task_key = btrim(task_key)),
     queue         text NOT NULL DEFAULT 'default',
     payload       jsonb NOT NULL DEFAULT '{}',
     run_at        timestamptz NOT NULL DEFAULT pgconductor._now(),
@@ -75,8 +77,8 @@ CREATE TABLE pgconductor.finished_executions (
     last_error      text,
     result          jsonb
 );
+-- Retention only: every extra index here is paid by every completion.
 CREATE INDEX finished_executions_finished_at_idx ON pgconductor.finished_executions (finished_at);
-CREATE INDEX finished_executions_task_idx ON pgconductor.finished_executions (task_key, state);
 
 -- Orchestrators (one per worker process). expired_at: heartbeat lapsed and recovery took its
 -- work; drained: recovery found nothing more to release; stopped_at: left cleanly.

@@ -15,7 +15,9 @@ BEGIN
         SELECT t.queue INTO v_queue FROM pgconductor.tasks AS t WHERE t.key = p_task_key;
         v_queue := coalesce(v_queue, 'default');
     END IF;
-    PERFORM pgconductor.create_queue(v_queue);
+    IF NOT EXISTS (SELECT 1 FROM pgconductor.queues AS q WHERE q.name = v_queue) THEN
+        PERFORM pgconductor.create_queue(v_queue);
+    END IF;
     RETURN v_queue;
 END
 $$;
@@ -135,7 +137,7 @@ BEGIN
 
     RETURN QUERY
     WITH input AS MATERIALIZED (
-        SELECT u.ord, gen_random_uuid() AS id, u.k AS task_key, coalesce(u.q, t.queue, 'default') AS queue,
+        SELECT u.ord, pgconductor._uuid7() AS id, u.k AS task_key, coalesce(u.q, t.queue, 'default') AS queue,
                coalesce(u.p, '{}') AS payload, coalesce(u.r, v_now) AS run_at, coalesce(u.pr, 0) AS priority
           FROM unnest(p_task_keys, p_payloads,
                       coalesce(p_queues, array_fill(NULL::text, ARRAY[v_n])),

@@ -1,7 +1,7 @@
 -- The public API surface and its privileges.
 -- Cases: every documented function exists with its signature; every function pins its
--- search_path; internal helpers ("_" prefix) are not executable by PUBLIC, except the three
--- that column defaults and CHECK constraints call; the public API is.
+-- search_path; internal helpers ("_" prefix) are not executable by PUBLIC, except the two
+-- that column defaults call; the public API is.
 \i tests/sql/setup.sql
 BEGIN;
 SELECT plan(20);
@@ -31,8 +31,8 @@ CREATE ROLE pgc_test_outsider;
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'pgconductor'::regnamespace AND proname LIKE '\_%' AND prorettype <> 'trigger'::regtype
               AND has_function_privilege('pgc_test_outsider', oid, 'EXECUTE')),
-          ARRAY['_now', '_valid_queue_name', '_valid_task_key'],
-          'PUBLIC may execute only the internal helpers that defaults and checks need');
+          ARRAY['_now', '_uuid7'],
+          'PUBLIC may execute only the internal helpers that column defaults need');
 SELECT ok(has_function_privilege('pgc_test_outsider', 'pgconductor.invoke(text, jsonb, text, timestamptz, integer, text)', 'EXECUTE'),
           'PUBLIC may execute the public API');
 SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor._claim(text, text[], uuid, integer)', 'EXECUTE'),
