@@ -117,9 +117,15 @@ test: ## everything CI runs: deps install db-up lint check-frozen test-sql test-
 	  $(MAKE) --no-print-directory $$step DB_PREREQS= || { echo "make test: FAILED at '$$step'" >&2; exit 1; }; \
 	done; echo "make test: OK ($(TEST_STEPS))"
 
-demo: $(DB_PREREQS) ## fresh database pgconductor_demo, then an invoke/claim/complete round trip in psql
-	@. scripts/env.sh && url=$$(scripts/fresh-db.sh pgconductor_demo) && \
-	  psql "$$url" -X -q -v ON_ERROR_STOP=1 -f scripts/demo-roundtrip.sql
+demo: $(DB_PREREQS) ## the main job: SQL round trip, then worker processes draining a 20,000-execution wave
+	@scripts/demo.sh
+
+.PHONY: bench bench-quick
+bench: deps ## benchmark vs peers on an own durable cluster (~20 min): bench/results/REPORT.md
+	@bench/run.sh full
+
+bench-quick: deps ## the same at small N (~3 min): bench/results/REPORT-quick.md
+	@bench/run.sh quick
 
 # `clean` is PGXS's (removes DATA_built and EXTRA_CLEAN); this line only documents it.
 clean: ## remove build output, isolation results and tool caches (not the cluster: see db-down)

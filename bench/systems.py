@@ -1,0 +1,398 @@
+"""One adapter per measured system: pgconductor and its peers (pgqueuer, procrastinate).
+
+Every adapter knows its database, how to install its schema, empty it, bulk-enqueue N no-op
+jobs (not timed), tell whether any job is still unfinished, verify that all N completed,
+run a worker loop (in a subprocess, see worker_proc.py) and enqueue single jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from common import url
+
+REC_FILE = os.environ.get("BENCH_REC_FILE")
+
+
+def _record(seq: Any) -> None:
+    """Latency runs: the job body appends "<seq> <wall clock>" to BENCH_REC_FILE."""
+    if REC_FILE and seq is not None:
+        with open(REC_FILE, "a") as f:
+            f.write(f"{seq} {time.time()}\n")
+
+
+async def _sql(db: str, *statements: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url(db), autocommit=True) as conn:
+        for s in statements:
+            await conn.execute(s)
+
+
+async def _rows(db: str, query: str, params: Any = None) -> list[tuple]:
+    async with await psycopg.AsyncConnection.connect(url(db), autocommit=True) as conn:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()
+
+
+async def ensure_database(db: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url("postgres"), autocommit=True) as conn:
+        cur = await conn.execute("select 1 from pg_database where datname = %s", (db,))
+        if not await cur.fetchone():
+            await conn.execute(f'create database "{db}"')
+
+
+class System:
+    name = ""
+    db = ""
+    vacuum_tables: list[str] = []
+    remaining_sql = ""
+    defaults: dict[str, Any] = {}
+
+    def cfg(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        return {**self.defaults, **cfg}
+
+    async def install(self) -> None: ...
+    async def reset(self) -> None: ...
+    async def enqueue_bulk(self, n: int) -> None: ...
+    async def verify(self, n: int, cfg: dict[str, Any]) -> tuple[bool, str]: ...
+    async def worker(self, cfg: dict[str, Any], ready: Any) -> None: ...
+    def enqueuer(self) -> Any: ...
+
+
+# ------------------------------------------------------------------------------------------
+class PgConductor(System):
+    name = "pgconductor"
+    db = "bench_pgconductor"
+    queue = "bench"
+    vacuum_tables = [
+        "pgconductor.executions",
+        "pgconductor.finished_executions",
+        "pgconductor.orchestrators",
+    ]
+    remaining_sql = "select exists(select 1 from pgconductor.executions where queue = 'bench')"
+    # The Orchestrator's own defaults (concurrency 10, fetch batch = concurrency, flush 100).
+    defaults = {
+        "concurrency": 10,
+        "fetch_batch": None,
+        "flush_batch": 100,
+        "flush_interval": 0.005,
+        "uvloop": False,
+        "mode": "api",
+    }
+
+    async def install(self) -> None:
+        await ensure_database(self.db)
+        # A fresh copy of whatever `make install` put in the share dir.
+        await _sql(
+            self.db,
+            "drop extension if exists pgconductor cascade",
+            "create extension pgconductor",
+            "create extension if not exists pg_stat_statements",
+            f"select pgconductor.register_task('noop', '{self.queue}')",
+        )
+
+    async def reset(self) -> None:
+        await _sql(
+            self.db,
+            "truncate pgconductor.executions, pgconductor.finished_executions,"
+            " pgconductor.signals, pgconductor.orchestrators",
+        )
+
+    async def enqueue_bulk(self, n: int) -> None:
+        async with await psycopg.AsyncConnection.connect(url(self.db), autocommit=True) as conn:
+            for lo in range(0, n, 5000):
+                k = min(5000, n - lo)
+                await conn.execute(
+                    "select count(*) from pgconductor.invoke_batch("
+                    "'noop', array_fill('{}'::jsonb, array[%s]), %s)",
+                    (k, self.queue),
+                )
+
+    async def verify(self, n: int, cfg: dict[str, Any]) -> tuple[bool, str]:
+        live = (await _rows(self.db, "select count(*) from pgconductor.executions"))[0][0]
+        states = dict(
+            await _rows(
+                self.db, "select state, count(*) from pgconductor.finished_executions group by 1"
+            )
+        )
+        return live == 0 and states == {"completed": n}, f"live={live} finished={states}"
+
+    async def worker(self, cfg: dict[str, Any], ready: Any) -> None:
+        from pgconductor.orchestrator import Orchestrator
+
+        from bench_app import conductor
+
+        cfg = self.cfg(cfg)
+        orch = Orchestrator(
+            conductor,
+            queues=[self.queue],
+            concurrency=cfg["concurrency"],
+            fetch_batch=cfg["fetch_batch"],
+            flush_batch=cfg["flush_batch"],
+            flush_interval=cfg["flush_interval"],
+        )
+        await conductor.client.version()  # connect the pool before GO
+        await ready()
+        await orch.serve()
+
+    def enqueuer(self) -> Any:
+        return _PgcEnqueuer(self)
+
+
+class _PgcEnqueuer:
+    """Single invokes through the Python API (Conductor.invoke)."""
+
+    def __init__(self, system: PgConductor) -> None:
+        self.system = system
+
+    async def __aenter__(self) -> _PgcEnqueuer:
+        from pgconductor import Conductor
+
+        self.conductor = Conductor(url(self.system.db))
+        await self.conductor.client.version()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.conductor.close()
+
+    async def one(self, seq: int | None = None) -> None:
+        await self.conductor.invoke("noop", {} if seq is None else {"seq": seq}, queue="bench")
+
+    async def many(self, k: int) -> None:
+        await self.conductor.invoke_many("noop", [{}] * k, queue="bench")
+
+
+class PgConductorSql(PgConductor):
+    """Same system; single invokes as one `SELECT pgconductor.invoke(...)` on a psycopg conn."""
+
+    name = "pgconductor-sql"
+
+    def enqueuer(self) -> Any:
+        return _PgcSqlEnqueuer(self)
+
+
+class _PgcSqlEnqueuer:
+    def __init__(self, system: PgConductor) -> None:
+        self.system = system
+
+    async def __aenter__(self) -> _PgcSqlEnqueuer:
+        self.conn = await psycopg.AsyncConnection.connect(url(self.system.db), autocommit=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.conn.close()
+
+    async def one(self, seq: int | None = None) -> None:
+        payload = "{}" if seq is None else json.dumps({"seq": seq})
+        await self.conn.execute(
+            "select pgconductor.invoke('noop', %s::jsonb, 'bench')", (payload,), prepare=True
+        )
+
+    async def many(self, k: int) -> None:
+        await self.conn.execute(
+            "select count(*) from pgconductor.invoke_batch('noop', array_fill('{}'::jsonb,"
+            " array[%s]), 'bench')",
+            (k,),
+            prepare=True,
+        )
+
+
+# ------------------------------------------------------------------------------------------
+class PgQueuer(System):
+    name = "pgqueuer"
+    db = "bench_pgqueuer"
+    vacuum_tables = ["pgqueuer", "pgqueuer_log", "pgqueuer_statistics"]
+    remaining_sql = "select exists(select 1 from pgqueuer where status in ('queued', 'picked'))"
+    defaults = {"qms": 1, "batch": 10, "uvloop": True, "dequeue_timeout": 30.0}
+
+    async def _connect(self) -> Any:
+        import asyncpg
+
+        return await asyncpg.connect(url(self.db))
+
+    async def install(self) -> None:
+        from pgqueuer import AsyncpgDriver, Queries
+
+        await ensure_database(self.db)
+        have = (await _rows(self.db, "select to_regclass('pgqueuer') is not null"))[0][0]
+        if not have:
+            conn = await self._connect()
+            await Queries(AsyncpgDriver(conn)).install()
+            await conn.close()
+
+    async def reset(self) -> None:
+        await _sql(self.db, "truncate pgqueuer, pgqueuer_log, pgqueuer_statistics restart identity")
+
+    async def enqueue_bulk(self, n: int) -> None:
+        from pgqueuer import AsyncpgDriver, Queries
+
+        conn = await self._connect()
+        queries = Queries(AsyncpgDriver(conn))
+        for lo in range(0, n, 5000):
+            k = min(5000, n - lo)
+            await queries.enqueue(["noop"] * k, [None] * k, [0] * k)
+        await conn.close()
+
+    async def verify(self, n: int, cfg: dict[str, Any]) -> tuple[bool, str]:
+        left = (await _rows(self.db, "select count(*) from pgqueuer"))[0][0]
+        log = dict(await _rows(self.db, "select status::text, count(*) from pgqueuer_log group by 1"))
+        return left == 0 and log.get("successful", 0) == n, f"left={left} log={log}"
+
+    async def worker(self, cfg: dict[str, Any], ready: Any) -> None:
+        from pgqueuer import AsyncpgDriver, PgQueuer as Pgq
+
+        cfg = self.cfg(cfg)
+        managers = []
+        for _ in range(cfg["qms"]):
+            pgq = Pgq(AsyncpgDriver(await self._connect()))
+
+            @pgq.entrypoint("noop")
+            async def noop(job: Any) -> None:
+                if job.payload:
+                    _record(job.payload.decode())
+
+            managers.append(pgq)
+        await ready()
+        await asyncio.gather(
+            *(
+                m.run(
+                    batch_size=cfg["batch"],
+                    dequeue_timeout=timedelta(seconds=cfg["dequeue_timeout"]),
+                )
+                for m in managers
+            )
+        )
+
+    def enqueuer(self) -> Any:
+        return _PgqEnqueuer(self)
+
+
+class _PgqEnqueuer:
+    def __init__(self, system: PgQueuer) -> None:
+        self.system = system
+
+    async def __aenter__(self) -> _PgqEnqueuer:
+        from pgqueuer import AsyncpgDriver, Queries
+
+        self.conn = await self.system._connect()
+        self.queries = Queries(AsyncpgDriver(self.conn))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.conn.close()
+
+    async def one(self, seq: int | None = None) -> None:
+        await self.queries.enqueue("noop", None if seq is None else str(seq).encode())
+
+    async def many(self, k: int) -> None:
+        await self.queries.enqueue(["noop"] * k, [None] * k, [0] * k)
+
+
+# ------------------------------------------------------------------------------------------
+class Procrastinate(System):
+    name = "procrastinate"
+    db = "bench_procrastinate"
+    vacuum_tables = ["procrastinate_jobs", "procrastinate_events", "procrastinate_workers"]
+    remaining_sql = (
+        "select exists(select 1 from procrastinate_jobs where status in ('todo', 'doing'))"
+    )
+    defaults = {"concurrency": 1, "delete_jobs": "never", "polling": 5.0, "uvloop": False}
+
+    def app(self, pool: int = 4) -> Any:
+        import procrastinate
+
+        app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(
+                conninfo=url(self.db), min_size=pool, max_size=pool
+            )
+        )
+
+        @app.task(name="noop")
+        async def noop(seq: Any = None) -> None:
+            _record(seq)
+
+        self.noop = noop
+        return app
+
+    async def install(self) -> None:
+        await ensure_database(self.db)
+        have = (await _rows(self.db, "select to_regclass('procrastinate_jobs') is not null"))[0][0]
+        if not have:
+            app = self.app()
+            async with app.open_async():
+                await app.schema_manager.apply_schema_async()
+
+    async def reset(self) -> None:
+        await _sql(
+            self.db,
+            "truncate procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers,"
+            " procrastinate_workers restart identity cascade",
+        )
+
+    async def enqueue_bulk(self, n: int) -> None:
+        app = self.app()
+        async with app.open_async():
+            for lo in range(0, n, 5000):
+                await self.noop.batch_defer_async(*([{}] * min(5000, n - lo)))
+
+    async def verify(self, n: int, cfg: dict[str, Any]) -> tuple[bool, str]:
+        cfg = self.cfg(cfg)
+        counts = dict(
+            await _rows(self.db, "select status::text, count(*) from procrastinate_jobs group by 1")
+        )
+        ok = not counts if cfg["delete_jobs"] == "always" else counts == {"succeeded": n}
+        return ok, f"status={counts}"
+
+    async def worker(self, cfg: dict[str, Any], ready: Any) -> None:
+        cfg = self.cfg(cfg)
+        app = self.app(pool=min(cfg["concurrency"] + 2, 40))
+        async with app.open_async():
+            await ready()
+            await app.run_worker_async(
+                concurrency=cfg["concurrency"],
+                wait=True,
+                listen_notify=True,
+                fetch_job_polling_interval=cfg["polling"],
+                delete_jobs=cfg["delete_jobs"],
+                install_signal_handlers=False,
+            )
+
+    def enqueuer(self) -> Any:
+        return _ProcEnqueuer(self)
+
+
+class _ProcEnqueuer:
+    def __init__(self, system: Procrastinate) -> None:
+        self.system = system
+
+    async def __aenter__(self) -> _ProcEnqueuer:
+        self.app = self.system.app(pool=1)
+        await self.app.open_async()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.app.close_async()
+
+    async def one(self, seq: int | None = None) -> None:
+        await self.system.noop.defer_async(seq=seq)
+
+    async def many(self, k: int) -> None:
+        await self.system.noop.batch_defer_async(*([{}] * k))
+
+
+SYSTEMS: dict[str, type[System]] = {
+    "pgconductor": PgConductor,
+    "pgconductor-sql": PgConductorSql,
+    "pgqueuer": PgQueuer,
+    "procrastinate": Procrastinate,
+}
+
+
+def get(name: str) -> System:
+    return SYSTEMS[name]()
