@@ -146,3 +146,22 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgconductor'
 $$;
+
+-- Orchestrators and what they hold: state live | expired | stopped, the running executions
+-- they hold, their last heartbeat. Locks nothing. Gone ones stay listed until prune_finished().
+CREATE FUNCTION pgconductor.orchestrator_stats()
+RETURNS TABLE (id uuid, state text, version text, started_at timestamptz, last_heartbeat_at timestamptz,
+               running bigint, info jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT o.id,
+           CASE WHEN o.stopped_at IS NOT NULL THEN 'stopped'
+                WHEN o.expired_at IS NOT NULL THEN 'expired'
+                ELSE 'live' END,
+           o.version, o.started_at, o.last_heartbeat_at,
+           (SELECT count(*) FROM pgconductor.executions AS e WHERE e.locked_by = o.id),
+           o.info
+      FROM pgconductor.orchestrators AS o
+     ORDER BY (o.stopped_at IS NULL AND o.expired_at IS NULL) DESC, o.last_heartbeat_at DESC
+$$;

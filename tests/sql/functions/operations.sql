@@ -4,7 +4,7 @@
 -- prune_finished by age and limit; version() reports the installed version.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(19);
+SELECT plan(21);
 SET pgconductor.fake_now = '2025-07-01 10:00:00';
 
 SELECT pgconductor.register_task('op', 'ops');
@@ -46,6 +46,14 @@ SELECT is(pgconductor.prune_finished('7 days', 3), 3, 'prune_finished deletes at
 SELECT is(pgconductor.prune_finished('7 days'), 2, 'and the rest on the next call');
 SELECT is((SELECT count(*) FROM pgconductor.finished_executions), 1::bigint, 'recent finished executions stay');
 SELECT throws_ok($$SELECT pgconductor.prune_finished(NULL)$$, '22023', NULL, 'prune_finished needs an age');
+
+-- orchestrator_stats ----------------------------------------------------------------------------
+SELECT pgconductor.heartbeat('00000000-0000-0000-0000-0000000000bb', '0.1.0');
+SELECT pgconductor.release_orchestrator('00000000-0000-0000-0000-0000000000bb');
+SELECT row_eq($$SELECT state, running FROM pgconductor.orchestrator_stats() WHERE id = '00000000-0000-0000-0000-00000000000a'$$,
+              ROW('live'::text, 1::bigint), 'orchestrator_stats: a live orchestrator and what it runs');
+SELECT is((SELECT state FROM pgconductor.orchestrator_stats() WHERE id = '00000000-0000-0000-0000-0000000000bb'), 'stopped',
+          'orchestrator_stats: a stopped one');
 
 SELECT is(pgconductor.version(), (SELECT extversion FROM pg_extension WHERE extname = 'pgconductor'), 'version() is the installed version');
 

@@ -4,7 +4,7 @@
 -- that column defaults call; the public API is.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(20);
+SELECT plan(21);
 
 SELECT has_function('pgconductor', 'invoke', ARRAY['text', 'jsonb', 'text', 'timestamp with time zone', 'integer', 'text']);
 SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text[]', 'jsonb[]', 'text[]', 'timestamp with time zone[]', 'integer[]', 'text[]']);
@@ -22,6 +22,7 @@ SELECT has_function('pgconductor', 'drop_queue', ARRAY['text', 'boolean']);
 SELECT has_function('pgconductor', 'cancel', ARRAY['uuid', 'text']);
 SELECT has_function('pgconductor', 'retry', ARRAY['uuid']);
 SELECT has_function('pgconductor', 'queue_stats', ARRAY[]::text[]);
+SELECT has_function('pgconductor', 'orchestrator_stats', ARRAY[]::text[]);
 
 SELECT is((SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND NOT coalesce(proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp'], false)),

@@ -1,0 +1,67 @@
+"""pgconductor: durable task execution on PostgreSQL alone.
+
+Every scheduling rule lives in the `pgconductor` extension; this package registers
+handlers, enqueues work and runs handlers by calling the extension's SQL functions.
+"""
+
+import logging
+
+from pgconductor.clock import Clock, SystemClock
+from pgconductor.conductor import Backoff, Conductor, Task, TaskContext
+from pgconductor.db import DatabaseClient, RetryPolicy, SqlDatabaseClient
+from pgconductor.errors import (
+    ExtensionMissing,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    PayloadValidationError,
+    PgConductorError,
+    TransientError,
+    VersionMismatch,
+)
+from pgconductor.schema import SUPPORTED_EXTENSION_VERSIONS, SchemaManager
+from pgconductor.types import (
+    ClaimedExecution,
+    ExecutionInfo,
+    ExecutionResult,
+    QueueStats,
+    ResultStatus,
+    ReturnOutcome,
+    Signal,
+    TaskSpec,
+)
+
+__version__ = "0.1.0"
+
+logging.getLogger("pgconductor").addHandler(logging.NullHandler())
+
+__all__ = [
+    "SUPPORTED_EXTENSION_VERSIONS",
+    "Backoff",
+    "ClaimedExecution",
+    "Clock",
+    "Conductor",
+    "DatabaseClient",
+    "ExecutionInfo",
+    "ExecutionResult",
+    "ExtensionMissing",
+    "InvalidInput",
+    "InvalidState",
+    "NotFound",
+    "PayloadValidationError",
+    "PgConductorError",
+    "QueueStats",
+    "ResultStatus",
+    "RetryPolicy",
+    "ReturnOutcome",
+    "SchemaManager",
+    "Signal",
+    "SqlDatabaseClient",
+    "SystemClock",
+    "Task",
+    "TaskContext",
+    "TaskSpec",
+    "TransientError",
+    "VersionMismatch",
+    "__version__",
+]

@@ -1,0 +1,314 @@
+"""`Conductor`: the task registry and the invocation API.
+
+Handlers are registered with `@conductor.task(...)`; payloads are validated with pydantic
+before any SQL runs, and again by the worker when it receives them (`Task.parse_payload`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from datetime import datetime, time, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pgconductor.clock import Clock, SystemClock
+from pgconductor.db import RetryPolicy, SqlDatabaseClient
+from pgconductor.errors import InvalidInput, PgConductorError
+from pgconductor.protocol import DatabaseClient, SyncInvoker
+from pgconductor.task import Backoff, Task, TaskContext, clock_time, seconds
+from pgconductor.types import TaskSpec
+
+__all__ = ["Backoff", "Conductor", "Task", "TaskContext"]
+
+R = TypeVar("R")
+#: How many payloads one `invoke_batch` call carries at most.
+BATCH_CHUNK = 5000
+
+
+def _context_mapping(context: Mapping[str, Any] | object | None) -> dict[str, Any]:
+    """Turn a mapping, a dataclass or any object into the extra-context mapping."""
+    if context is None:
+        return {}
+    if isinstance(context, Mapping):
+        return dict(context)
+    if is_dataclass(context) and not isinstance(context, type):
+        return {f.name: getattr(context, f.name) for f in fields(context)}
+    names = vars(context) if hasattr(context, "__dict__") else dir(context)
+    return {name: getattr(context, name) for name in names if not name.startswith("_")}
+
+
+class Conductor:
+    """Task registry plus `invoke`; hand it to an `Orchestrator` to run the handlers.
+
+    The first argument is a database URL (plain `postgresql://` works), an `AsyncEngine`,
+    a `DatabaseClient`, or None to read `DATABASE_URL` when the database is first needed.
+    """
+
+    def __init__(
+        self,
+        database: str | URL | AsyncEngine | DatabaseClient | None = None,
+        *,
+        context: Mapping[str, Any] | object | None = None,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._database = database
+        self._retry = retry
+        self._client: DatabaseClient | None = None
+        self._owns_client = False
+        self.tasks: dict[str, Task[Any]] = {}
+        self.context: dict[str, Any] = _context_mapping(context)
+        self.clock: Clock = clock or SystemClock()
+        self._queues: set[str] = set()
+
+    @property
+    def client(self) -> DatabaseClient:
+        """The `DatabaseClient`, created on first use."""
+        if self._client is None:
+            database = self._database or os.environ.get("DATABASE_URL")
+            if database is None:
+                raise PgConductorError(
+                    "no database given", hint="pass a URL to Conductor() or set DATABASE_URL"
+                )
+            if isinstance(database, str | URL | AsyncEngine):
+                self._client = SqlDatabaseClient(database, retry=self._retry)
+                self._owns_client = True
+            else:
+                self._client = database
+        return self._client
+
+    @client.setter
+    def client(self, client: DatabaseClient) -> None:
+        """Use `client` (owned by the caller, so `close()` leaves it open)."""
+        self._client, self._owns_client = client, False
+
+    def task(
+        self,
+        key: str,
+        *,
+        queue: str = "default",
+        max_attempts: int = 3,
+        backoff: Backoff | tuple[timedelta | float, timedelta | float] | None = None,
+        window: tuple[str | time, str | time] | None = None,
+        timezone: str = "UTC",
+        timeout: timedelta | float | None = None,
+        payload: Any = None,
+    ) -> Callable[[Callable[..., R]], Task[R]]:
+        """Register a handler `(ctx, payload)` (async or plain) under `key`; returns a `Task`."""
+        if not key or not isinstance(key, str):
+            raise InvalidInput("a task key must be a non-empty string", sqlstate="22023")
+        if key in self.tasks:
+            raise InvalidInput(f"task {key!r} is already registered", sqlstate="22023")
+        if max_attempts < 1:
+            raise InvalidInput("max_attempts must be at least 1", sqlstate="22023")
+        if backoff is None:
+            backoff = Backoff()
+        elif not isinstance(backoff, Backoff):
+            backoff = Backoff(seconds(backoff[0], "backoff base"), seconds(backoff[1], "cap"))
+        start = end = None
+        if window is not None:
+            start, end = (clock_time(v, "window bound") for v in window)
+        spec = TaskSpec(
+            key=key,
+            queue=queue,
+            max_attempts=max_attempts,
+            window_start=start,
+            window_end=end,
+            timezone=timezone,
+            backoff_base=backoff.base,
+            backoff_cap=backoff.cap,
+            timeout=None if timeout is None else seconds(timeout, "timeout"),
+        )
+
+        def register(handler: Callable[..., R]) -> Task[R]:
+            if not callable(handler):
+                raise TypeError("@conductor.task must decorate a function")
+            task = Task(self, handler, spec, payload)
+            self.tasks[key] = task
+            return task
+
+        return register
+
+    async def register_tasks(self) -> None:
+        """Upsert every registered task's settings in the database (`register_task`)."""
+        for task in self.tasks.values():
+            await self.client.register_task(task.spec)
+
+    def _resolve(self, task: Task[Any] | str) -> tuple[str, Task[Any] | None]:
+        if isinstance(task, Task):
+            return task.key, task
+        return task, self.tasks.get(task)
+
+    def _when(self, run_at: datetime | None, delay: timedelta | float | None) -> datetime | None:
+        if delay is None:
+            return run_at
+        if run_at is not None:
+            raise InvalidInput("pass run_at or delay, not both", sqlstate="22023")
+        return self.clock.now() + seconds(delay, "delay")
+
+    def _prepare(
+        self, task: Task[Any] | str, payloads: Iterable[Any], queue: str | None
+    ) -> tuple[str, list[Any], str | None]:
+        """Validate payloads before any SQL; default the queue to the task's own."""
+        key, known = self._resolve(task)
+        if known is None:
+            return key, [{} if p is None else p for p in payloads], queue
+        return key, [known.dump_payload(p) for p in payloads], queue or known.spec.queue
+
+    async def _ensure_queue(self, queue: str | None, conn: object | None) -> None:
+        """Create a queue in its own short transaction before enqueueing on a caller's conn.
+
+        Creating the queue's partition inside the caller's transaction would hold an exclusive
+        lock on `pgconductor.executions` (blocking every worker) until the caller commits.
+        """
+        if conn is not None and queue is not None and queue not in self._queues:
+            await self.client.create_queue(queue)
+            self._queues.add(queue)
+
+    def _ensure_queue_sync(self, queue: str | None, conn: object | None) -> None:
+        """Blocking `_ensure_queue`."""
+        if conn is not None and queue is not None and queue not in self._queues:
+            self._sync_client().create_queue_sync(queue)
+            self._queues.add(queue)
+
+    async def invoke(
+        self,
+        task: Task[Any] | str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> UUID:
+        """Enqueue one execution; with `conn` it commits or rolls back with the caller."""
+        key, (body,), queue = self._prepare(task, [payload], queue)
+        when = self._when(run_at, delay)
+        await self._ensure_queue(queue, conn)
+        return await self.client.invoke(
+            key, body, queue=queue, run_at=when, priority=priority, dedupe_key=dedupe_key, conn=conn
+        )
+
+    async def invoke_many(
+        self,
+        task: Task[Any] | str,
+        payloads: Iterable[Any],
+        *,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        priority: int = 0,
+        dedupe_keys: Sequence[str | None] | None = None,
+        conn: AsyncConnection | None = None,
+        chunk_size: int = BATCH_CHUNK,
+    ) -> list[UUID]:
+        """Enqueue many executions of one task, `chunk_size` per `invoke_batch` call."""
+        key, bodies, queue = self._prepare(task, payloads, queue)
+        when = self._when(run_at, delay)
+        keys = _check_dedupe(dedupe_keys, len(bodies))
+        if bodies:
+            await self._ensure_queue(queue, conn)
+        ids: list[UUID] = []
+        for lo in range(0, len(bodies), chunk_size):
+            chunk = bodies[lo : lo + chunk_size]
+            n = len(chunk)
+            ids += await self.client.invoke_batch(
+                [key] * n,
+                chunk,
+                queues=[queue] * n,
+                run_ats=[when] * n,
+                priorities=[priority] * n,
+                dedupe_keys=None if keys is None else keys[lo : lo + chunk_size],
+                conn=conn,
+            )
+        return ids
+
+    def _sync_client(self) -> SyncInvoker:
+        client = self.client
+        if not isinstance(client, SyncInvoker):
+            raise PgConductorError(f"{type(client).__name__} has no blocking invoke")
+        return client
+
+    def invoke_sync(
+        self,
+        task: Task[Any] | str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        conn: Connection | None = None,
+    ) -> UUID:
+        """Blocking `invoke`; with a sync `conn` it commits or rolls back with the caller."""
+        key, (body,), queue = self._prepare(task, [payload], queue)
+        when = self._when(run_at, delay)
+        self._ensure_queue_sync(queue, conn)
+        return self._sync_client().invoke_sync(
+            key, body, queue=queue, run_at=when, priority=priority, dedupe_key=dedupe_key, conn=conn
+        )
+
+    def invoke_many_sync(
+        self,
+        task: Task[Any] | str,
+        payloads: Iterable[Any],
+        *,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        priority: int = 0,
+        dedupe_keys: Sequence[str | None] | None = None,
+        conn: Connection | None = None,
+        chunk_size: int = BATCH_CHUNK,
+    ) -> list[UUID]:
+        """Blocking `invoke_many`."""
+        key, bodies, queue = self._prepare(task, payloads, queue)
+        when = self._when(run_at, delay)
+        keys = _check_dedupe(dedupe_keys, len(bodies))
+        client = self._sync_client()
+        if bodies:
+            self._ensure_queue_sync(queue, conn)
+        ids: list[UUID] = []
+        for lo in range(0, len(bodies), chunk_size):
+            chunk = bodies[lo : lo + chunk_size]
+            n = len(chunk)
+            ids += client.invoke_batch_sync(
+                [key] * n,
+                chunk,
+                queues=[queue] * n,
+                run_ats=[when] * n,
+                priorities=[priority] * n,
+                dedupe_keys=None if keys is None else keys[lo : lo + chunk_size],
+                conn=conn,
+            )
+        return ids
+
+    async def close(self) -> None:
+        """Close the database client this Conductor created (a caller's is left alone)."""
+        if self._client is not None and self._owns_client:
+            await self._client.close()
+            self._client = None
+
+    async def __aenter__(self) -> Conductor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _check_dedupe(keys: Sequence[str | None] | None, count: int) -> list[str | None] | None:
+    """Dedupe keys, when given, must pair with the payloads one to one."""
+    if keys is None:
+        return None
+    if len(keys) != count:
+        raise InvalidInput(f"{len(keys)} dedupe keys for {count} payloads", sqlstate="22023")
+    return list(keys)

@@ -1,0 +1,193 @@
+"""The interfaces between the engine and the database: `DatabaseClient` and friends.
+
+`db.SqlDatabaseClient` implements them over SQLAlchemy; the unit tests' fake implements them
+with canned responses. Method names are exactly the SQL function names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from uuid import UUID
+
+from pgconductor.types import (
+    ClaimedExecution,
+    ExecutionInfo,
+    ExecutionResult,
+    QueueStats,
+    ReturnOutcome,
+    Signal,
+    TaskSpec,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["DatabaseClient", "SchemaClient", "SyncInvoker"]
+
+
+@runtime_checkable
+class DatabaseClient(Protocol):
+    """What the engine needs from the database: one method per SQL function."""
+
+    async def invoke(
+        self,
+        task_key: str,
+        payload: Any,
+        *,
+        queue: str | None = None,
+        run_at: dt.datetime | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> UUID:
+        """Enqueue one execution; return its id."""
+        ...
+
+    async def invoke_batch(
+        self,
+        task_keys: Sequence[str],
+        payloads: Sequence[Any],
+        *,
+        queues: Sequence[str | None] | None = None,
+        run_ats: Sequence[dt.datetime | None] | None = None,
+        priorities: Sequence[int | None] | None = None,
+        dedupe_keys: Sequence[str | None] | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> list[UUID]:
+        """Enqueue many executions in one statement; ids in input order."""
+        ...
+
+    async def register_task(self, spec: TaskSpec) -> None:
+        """Upsert a task's settings."""
+        ...
+
+    async def create_queue(self, queue: str) -> bool:
+        """Create a queue; True when it was created."""
+        ...
+
+    async def drop_queue(self, queue: str, force: bool = False) -> bool:
+        """Drop a queue; True when it was dropped."""
+        ...
+
+    async def get_executions(
+        self, orchestrator_id: UUID, queue: str, task_keys: Sequence[str] | None, batch_size: int
+    ) -> list[ClaimedExecution]:
+        """Claim up to `batch_size` due executions of `queue`."""
+        ...
+
+    async def return_executions(
+        self, orchestrator_id: UUID, results: Sequence[ExecutionResult]
+    ) -> list[ReturnOutcome]:
+        """Apply a batch of results; outcomes in input order."""
+        ...
+
+    async def heartbeat(
+        self, orchestrator_id: UUID, version: str, stale_after: dt.timedelta, info: dict[str, Any]
+    ) -> list[Signal]:
+        """Record liveness, recover stale orchestrators, and take this one's signals."""
+        ...
+
+    async def recover_stale(self, limit: int = 1000) -> list[ReturnOutcome]:
+        """Release or fail the executions of orchestrators that stopped heartbeating."""
+        ...
+
+    async def release_orchestrator(self, orchestrator_id: UUID) -> int:
+        """Release everything an orchestrator holds and mark it stopped."""
+        ...
+
+    async def request_shutdown(self, orchestrator_id: UUID | None = None) -> int:
+        """Signal one (or every live) orchestrator to shut down."""
+        ...
+
+    async def cancel(self, execution_id: UUID, reason: str = "cancelled by user") -> str:
+        """Cancel an execution: cancelled|cancelling|already_finished|not_found."""
+        ...
+
+    async def retry(self, execution_id: UUID) -> UUID:
+        """Put a failed or cancelled execution back to pending."""
+        ...
+
+    async def get_execution(self, execution_id: UUID) -> ExecutionInfo | None:
+        """Read one execution, live or finished."""
+        ...
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Counts per queue."""
+        ...
+
+    async def prune_finished(self, older_than: dt.timedelta, limit: int = 10000) -> int:
+        """Delete finished executions older than `older_than`; return how many."""
+        ...
+
+    async def version(self) -> str | None:
+        """The installed extension version, or None when it is not installed."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@runtime_checkable
+class SyncInvoker(Protocol):
+    """A client that can also enqueue from blocking code, on a sync SQLAlchemy `Connection`."""
+
+    def invoke_sync(
+        self,
+        task_key: str,
+        payload: Any,
+        *,
+        queue: str | None = None,
+        run_at: dt.datetime | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        conn: Connection | None = None,
+    ) -> UUID:
+        """Blocking `invoke`."""
+        ...
+
+    def invoke_batch_sync(
+        self,
+        task_keys: Sequence[str],
+        payloads: Sequence[Any],
+        *,
+        queues: Sequence[str | None] | None = None,
+        run_ats: Sequence[dt.datetime | None] | None = None,
+        priorities: Sequence[int | None] | None = None,
+        dedupe_keys: Sequence[str | None] | None = None,
+        conn: Connection | None = None,
+    ) -> list[UUID]:
+        """Blocking `invoke_batch`."""
+        ...
+
+    def create_queue_sync(self, queue: str) -> bool:
+        """Blocking `create_queue`."""
+        ...
+
+
+@runtime_checkable
+class SchemaClient(Protocol):
+    """What `SchemaManager` needs: read, install and upgrade the extension."""
+
+    async def extension_version(self) -> str | None:
+        """The version recorded in `pg_extension`, or None when not installed."""
+        ...
+
+    async def available_versions(self) -> list[str]:
+        """Versions of the extension the server can install."""
+        ...
+
+    async def install_extension(self, version: str | None = None) -> str | None:
+        """Install the extension (no-op when present); return the installed version."""
+        ...
+
+    async def upgrade_extension(self, to: str | None = None) -> str | None:
+        """Upgrade the extension; return the installed version."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

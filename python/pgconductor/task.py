@@ -1,0 +1,160 @@
+"""Tasks: `Task` (a handler plus its settings and payload type), `TaskContext`, `Backoff`.
+
+`Conductor.task(...)` builds these; the worker constructs a `TaskContext` per execution and
+calls `Task.parse_payload` on what it claimed (an invalid payload fails the execution).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from uuid import UUID
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from pgconductor.errors import InvalidInput, PayloadValidationError
+from pgconductor.types import TaskSpec
+
+if TYPE_CHECKING:
+    from pgconductor.conductor import Conductor
+
+__all__ = ["Backoff", "Task", "TaskContext"]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retry delay of a task: `base * 2**(attempt-1)`, capped at `cap` (computed in SQL)."""
+
+    base: timedelta = timedelta(seconds=1)
+    cap: timedelta = timedelta(minutes=10)
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What a handler receives as `ctx`: the execution's identity plus the extra context.
+
+    Attributes of the Conductor's `context` are reachable directly (`ctx.db`) or through
+    `ctx.extra["db"]`.
+    """
+
+    execution_id: UUID
+    task_key: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    cancel_event: asyncio.Event
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pgconductor.task"))
+
+    @property
+    def cancelled(self) -> asyncio.Event:
+        """Set when the execution is cancelled or the worker shuts down."""
+        return self.cancel_event
+
+    def is_cancelled(self) -> bool:
+        """True once the execution has been asked to stop."""
+        return self.cancel_event.is_set()
+
+    def __getattr__(self, name: str) -> Any:
+        """Look up names of the extra context (`ctx.db` for `context={"db": ...}`)."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self.extra[name]
+        except KeyError:
+            raise AttributeError(
+                f"TaskContext has no attribute or extra context {name!r}"
+            ) from None
+
+
+def seconds(value: timedelta | float | int, what: str) -> timedelta:
+    """Accept a timedelta or a number of seconds; reject negative durations."""
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if delta < timedelta(0):
+        raise InvalidInput(f"{what} must not be negative", sqlstate="22023")
+    return delta
+
+
+def clock_time(value: str | time, what: str) -> time:
+    """Parse "HH:MM" / "HH:MM:SS" (or take a `time`)."""
+    if isinstance(value, time):
+        return value
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"{what} {value!r} is not a time of day", sqlstate="22023", hint='use "HH:MM"'
+        ) from None
+
+
+class Task(Generic[R]):
+    """A registered handler with its `TaskSpec` and payload type; invocable directly."""
+
+    def __init__(
+        self, conductor: Conductor, handler: Callable[..., R], spec: TaskSpec, payload: Any
+    ) -> None:
+        self.conductor = conductor
+        self.handler = handler
+        self.spec = spec
+        self.payload_type = payload
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self._adapter: TypeAdapter[Any] | None = None if payload is None else TypeAdapter(payload)
+        self.__doc__ = handler.__doc__
+        self.__name__ = getattr(handler, "__name__", spec.key)
+
+    @property
+    def key(self) -> str:
+        """The task key."""
+        return self.spec.key
+
+    def __repr__(self) -> str:
+        return f"Task({self.spec.key!r}, queue={self.spec.queue!r})"
+
+    def __call__(self, ctx: TaskContext, payload: Any) -> R:
+        """Call the handler directly (no database involved)."""
+        return self.handler(ctx, payload)
+
+    def parse_payload(self, raw: Any) -> Any:
+        """Validate a payload read from the database into the declared type.
+
+        Returns `raw` unchanged when the task declares no payload type; raises
+        `PayloadValidationError` when it does not match (the worker fails the execution).
+        """
+        if self._adapter is None:
+            return raw
+        try:
+            return self._adapter.validate_python(raw)
+        except PydanticValidationError as exc:
+            raise PayloadValidationError(
+                f"payload for task {self.key!r} is invalid: {exc.error_count()} error(s): "
+                + "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()
+                ),
+                errors=exc.errors(include_url=False, include_context=False),
+            ) from None
+
+    def dump_payload(self, payload: Any) -> Any:
+        """Validate a payload before it is sent and return its JSON-ready form."""
+        if self._adapter is None:
+            return {} if payload is None else payload
+        return self._adapter.dump_python(self.parse_payload(payload), mode="json")
+
+    async def invoke(self, payload: Any = None, **options: Any) -> UUID:
+        """Enqueue one execution of this task (see `Conductor.invoke`)."""
+        return await self.conductor.invoke(self, payload, **options)
+
+    async def invoke_many(self, payloads: Iterable[Any], **options: Any) -> list[UUID]:
+        """Enqueue many executions of this task (see `Conductor.invoke_many`)."""
+        return await self.conductor.invoke_many(self, payloads, **options)
+
+    def invoke_sync(self, payload: Any = None, **options: Any) -> UUID:
+        """Blocking `invoke` (see `Conductor.invoke_sync`)."""
+        return self.conductor.invoke_sync(self, payload, **options)

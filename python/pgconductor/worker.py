@@ -1,0 +1,364 @@
+"""`Worker`: one queue's pipeline, fetch (claim ≤ free slots) → execute → flush (batched).
+
+- **fetch** claims `min(free slots, fetch_batch)` executions in one `get_executions` call and
+  never more than there are free slots; a full batch is followed by another fetch at once,
+  a short one by a wait for `notify()` (NOTIFY on the queue) or a jittered poll.
+- **execute** runs each handler through `executor.execute` in one task; its slot is given
+  back in a `finally`, so no path can leak a slot (the original's G2).
+- **flush** buffers results and sends them with one `return_executions` call per batch (by
+  size, or `flush_interval` after the first result); a failed call is retried with the same
+  batch, which is safe because SQL applies a result only while its lease holds.
+
+`stop()` stops fetching, waits `grace_period` for running handlers, aborts the rest (they
+are released once they have stopped), waits `abort_grace`, gives up on handlers that still
+run (no result: SQL recovery handles their lease) and flushes. `drain()` runs until no due
+work is left, nothing runs and every result is flushed (not at the first empty fetch: G13).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pgconductor.clock import Clock, SystemClock
+from pgconductor.conductor import TaskContext
+from pgconductor.executor import Abort, Execution, HandlerTask, error_text, execute
+from pgconductor.lib.backoff import exponential, jittered
+from pgconductor.lib.batcher import Batcher
+from pgconductor.lib.event import wait_event
+from pgconductor.lib.threadpool import DaemonThreadPool
+from pgconductor.protocol import DatabaseClient
+from pgconductor.service import Service
+from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus
+
+__all__ = ["Worker", "WorkerStats"]
+
+#: After a forced stop, how long aborted handlers get to wind down before being given up.
+FORCED_ABORT_WAIT = 1.0
+#: Cap of the backoff between failed fetches or flushes, in seconds.
+RETRY_CAP = 5.0
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters of one worker since it started."""
+
+    claimed: int = 0
+    finished: int = 0
+    flushed: int = 0
+    stale: int = 0
+    abandoned: int = 0
+    fetch_errors: int = 0
+    flush_errors: int = 0
+
+
+class Worker(Service):
+    """Run the handlers of one queue for one orchestrator."""
+
+    def __init__(
+        self,
+        client: DatabaseClient,
+        queue: str,
+        tasks: Mapping[str, HandlerTask],
+        orchestrator_id: UUID,
+        *,
+        concurrency: int = 10,
+        fetch_batch: int | None = None,
+        flush_batch: int = 100,
+        flush_interval: float = 0.005,
+        poll_interval: float = 1.0,
+        grace_period: float = 30.0,
+        abort_grace: float = 10.0,
+        flush_timeout: float = 10.0,
+        context: Mapping[str, Any] | None = None,
+        clock: Clock | None = None,
+        pool: DaemonThreadPool | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if concurrency < 1 or flush_batch < 1 or (fetch_batch is not None and fetch_batch < 1):
+            raise ValueError("concurrency, fetch_batch and flush_batch must be at least 1")
+        super().__init__(f"worker[{queue}]", logger or logging.getLogger("pgconductor.worker"))
+        self.client = client
+        self.queue = queue
+        self.tasks = dict(tasks)
+        self.orchestrator_id = orchestrator_id
+        self.concurrency = concurrency
+        self.fetch_batch = fetch_batch or concurrency
+        self.flush_batch = flush_batch
+        self.flush_interval = flush_interval
+        self.poll_interval = poll_interval
+        self.grace_period = grace_period
+        self.abort_grace = abort_grace
+        self.flush_timeout = flush_timeout
+        self.clock: Clock = clock or SystemClock()
+        self.stats = WorkerStats()
+        self._extra: Mapping[str, Any] = dict(context or {})
+        self._task_keys = sorted(self.tasks)
+        self._pool = pool or DaemonThreadPool(f"pgconductor-{queue}")
+        self._owns_pool = pool is None
+        self._handler_log = logging.getLogger("pgconductor.task")
+        self._running: dict[UUID, Execution] = {}
+        self._abandoned: set[asyncio.Task[None]] = set()
+        self._results: Batcher[ExecutionResult] = Batcher(
+            self._return,
+            max_size=flush_batch,
+            interval=flush_interval,
+            clock=self.clock,
+            retry_cap=RETRY_CAP,
+            name=f"{self.name} flush",
+            logger=self.log,
+            on_sent=self._flushed,
+            on_error=self._flush_failed,
+        )
+        self._max_unflushed = 2 * max(flush_batch, concurrency)
+        self._draining = False
+        self._stopping = False
+        self._wake = asyncio.Event()  # notify(), stop
+        self._capacity = asyncio.Event()  # a slot freed, a batch flushed, stop
+        self._settled = asyncio.Event()  # nothing runs any more, or a forced stop
+        self._settled.set()
+        self._drained = asyncio.Event()
+        self._forced = False
+        self._fetcher: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- public controls -------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Number of handlers running now."""
+        return len(self._running)
+
+    @property
+    def abandoned(self) -> int:
+        """Handlers given up on at stop because they did not stop in time."""
+        return self.stats.abandoned
+
+    def notify(self) -> None:
+        """New work may be due in this queue: fetch now instead of at the next poll."""
+        self._wake.set()
+        self._capacity.set()
+
+    def cancel(self, execution_id: UUID) -> bool:
+        """Abort one running handler because its execution was cancelled; True if found."""
+        return self._abort_one(execution_id, Abort.CANCEL)
+
+    def lose_lease(self, execution_id: UUID) -> bool:
+        """Abort one running handler whose lease is gone; its result is never reported."""
+        return self._abort_one(execution_id, Abort.LEASE_LOST)
+
+    def force(self) -> None:
+        """Make a stop in progress (or the next one) skip the grace periods."""
+        self._forced = True
+        self._settled.set()
+
+    async def drain(self) -> None:
+        """Start (if needed), run until no due work is left and all is flushed, then stop."""
+        self._draining = True
+        self.notify()
+        await self.start()
+        try:
+            await self._drained.wait()
+        finally:
+            await self.stop()
+
+    # -- service contract ------------------------------------------------------------------
+
+    async def _on_start(self) -> None:
+        self._flusher = self.spawn(self._results.run(), "flush")
+        self._fetcher = self.spawn(self._fetch_loop(), "fetch")
+        self.log.info(
+            "%s: started (concurrency %d, fetch batch %d, flush batch %d)",
+            self.name,
+            self.concurrency,
+            self.fetch_batch,
+            self.flush_batch,
+        )
+
+    async def _on_stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._capacity.set()
+        if self._fetcher is not None and not self._fetcher.done():
+            await asyncio.wait((self._fetcher,), timeout=max(self.grace_period, 1.0))
+            self._fetcher.cancel()
+        if self._running and not self._forced:
+            await wait_event(self._settled, self.grace_period, self.clock)
+        if self._running:
+            self.log.info("%s: aborting %d running handler(s)", self.name, len(self._running))
+            for execution in list(self._running.values()):
+                execution.abort(Abort.SHUTDOWN)
+            wait = min(self.abort_grace, FORCED_ABORT_WAIT) if self._forced else self.abort_grace
+            self._settled.clear()
+            if self._running:
+                await wait_event(self._settled, wait, self.clock)
+        self._abandon_remaining()
+        lost = await self._results.close(self._flusher, self.flush_timeout)
+        if lost:
+            self.log.error(
+                "%s: %d result(s) could not be flushed; recovery will release them",
+                self.name,
+                lost,
+            )
+        if self._owns_pool:
+            self._pool.close()
+        self._drained.set()
+        self.log.info(
+            "%s: stopped (%d finished, %d flushed, %d stale, %d abandoned)",
+            self.name,
+            self.stats.finished,
+            self.stats.flushed,
+            self.stats.stale,
+            self.stats.abandoned,
+        )
+
+    def _abandon_remaining(self) -> None:
+        """Give up on handlers that ignore the abort: they get no result (never released)."""
+        for execution in list(self._running.values()):
+            self.log.warning(
+                "%s: handler of execution %s (%s) did not stop; leaving its lease to recovery",
+                self.name,
+                execution.id,
+                execution.claimed.task_key,
+            )
+            del self._running[execution.id]
+            if execution.runner is not None:
+                self._abandoned.add(execution.runner)
+                execution.runner.add_done_callback(self._abandoned.discard)
+            self.stats.abandoned += 1
+
+    # -- fetch -----------------------------------------------------------------------------
+
+    def _is_idle(self) -> bool:
+        return not self._running and not self._results
+
+    async def _fetch_loop(self) -> None:
+        failures = 0
+        try:
+            while not self._stopping:
+                self._capacity.clear()
+                free = self.concurrency - len(self._running)
+                if free <= 0 or len(self._results) >= self._max_unflushed:
+                    await self._capacity.wait()
+                    continue
+                want = min(free, self.fetch_batch)
+                idle_before = self._is_idle()
+                self._wake.clear()
+                try:
+                    claimed = await self.client.get_executions(
+                        self.orchestrator_id, self.queue, self._task_keys, want
+                    )
+                except Exception as exc:
+                    failures += 1
+                    self.stats.fetch_errors += 1
+                    delay = exponential(failures, 0.1, RETRY_CAP)
+                    self.log.warning("%s: fetch failed (%s); retry in %.2fs", self.name, exc, delay)
+                    await wait_event(self._wake, delay, self.clock)
+                    continue
+                failures = 0
+                self._start_all(claimed)
+                if len(claimed) >= want:
+                    continue
+                if self._draining:
+                    if idle_before and not claimed:
+                        return
+                    await wait_event(self._capacity, jittered(self.poll_interval), self.clock)
+                else:
+                    await wait_event(self._wake, jittered(self.poll_interval), self.clock)
+        finally:
+            if self._draining:
+                self._drained.set()
+
+    def _start_all(self, claimed: list[ClaimedExecution]) -> None:
+        self.stats.claimed += len(claimed)
+        if self._stopping:  # claimed while stopping: hand them straight back
+            for row in claimed:
+                self._push(ExecutionResult(row.id, row.lease, ResultStatus.RELEASED))
+            return
+        loop = asyncio.get_running_loop()
+        for row in claimed:
+            cancel_event = asyncio.Event()
+            ctx = TaskContext(
+                row.id,
+                row.task_key,
+                row.queue,
+                row.attempt,
+                row.max_attempts,
+                cancel_event,
+                self._extra,
+                self._handler_log,
+            )
+            execution = Execution(row, cancel_event)
+            self._running[row.id] = execution
+            self._settled.clear()
+            execution.runner = loop.create_task(self._run(execution, ctx))
+
+    # -- execute ---------------------------------------------------------------------------
+
+    async def _run(self, execution: Execution, ctx: TaskContext) -> None:
+        claimed = execution.claimed
+        result: ExecutionResult | None = None
+        try:
+            task = self.tasks.get(claimed.task_key)
+            if task is None:
+                result = ExecutionResult(
+                    claimed.id,
+                    claimed.lease,
+                    ResultStatus.FATAL,
+                    error=f"no handler for task {claimed.task_key!r} in queue {self.queue!r}",
+                )
+            else:
+                result = await execute(task, claimed, ctx, execution, pool=self._pool)
+        except asyncio.CancelledError:
+            result = None  # cancelled from outside (event loop closing): report nothing
+        except Exception as exc:
+            self.log.error("%s: executor failed for %s", self.name, claimed.id, exc_info=exc)
+            result = ExecutionResult(
+                claimed.id, claimed.lease, ResultStatus.FAILED, error=error_text(exc)
+            )
+        finally:
+            self.stats.finished += 1
+            if self._running.get(claimed.id) is execution:
+                del self._running[claimed.id]
+                if result is not None:
+                    self._push(result)
+            if not self._running:
+                self._settled.set()
+            self._capacity.set()
+
+    def _abort_one(self, execution_id: UUID, reason: Abort) -> bool:
+        execution = self._running.get(execution_id)
+        if execution is None:
+            return False
+        self.log.info("%s: aborting execution %s (%s)", self.name, execution_id, reason)
+        execution.abort(reason)
+        return True
+
+    # -- flush -----------------------------------------------------------------------------
+
+    def _push(self, result: ExecutionResult) -> None:
+        self._results.push(result)
+
+    def _flushed(self) -> None:
+        self._capacity.set()
+
+    def _flush_failed(self, exc: Exception) -> None:
+        self.stats.flush_errors += 1
+
+    async def _return(self, batch: list[ExecutionResult]) -> None:
+        """Send one batch with `return_executions` (the batcher retries it on errors)."""
+        outcomes = await self.client.return_executions(self.orchestrator_id, batch)
+        self.stats.flushed += len(batch)
+        for outcome in outcomes:
+            if outcome.outcome == "stale":
+                self.stats.stale += 1
+                self.log.warning(
+                    "%s: result for execution %s was stale (its lease had ended); "
+                    "nothing was applied",
+                    self.name,
+                    outcome.id,
+                )
