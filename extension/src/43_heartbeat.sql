@@ -76,21 +76,25 @@ BEGIN
 END
 $$;
 
--- Registers or refreshes orchestrator p_orchestrator_id (a lapsed one comes back to life),
--- runs recover_stale(), then deletes and returns this orchestrator's pending signals
--- (kind: shutdown | cancel | lease_lost) in the order they were raised.
+-- Registers or refreshes orchestrator p_orchestrator_id (a lapsed one comes back to life).
+-- With p_held (the executions its workers hold: running or with results not yet flushed), it
+-- also gives back what it holds unlisted since its previous heartbeat: claims whose reply was
+-- lost. Runs recover_stale(), then deletes and returns its pending signals (kind: shutdown |
+-- cancel | lease_lost) in the order they were raised.
 CREATE FUNCTION pgconductor.heartbeat(
     p_orchestrator_id uuid,
     p_version         text DEFAULT NULL,
     p_stale_after     interval DEFAULT '30 seconds',
-    p_info            jsonb DEFAULT '{}'
+    p_info            jsonb DEFAULT '{}',
+    p_held            uuid[] DEFAULT NULL
 )
 RETURNS TABLE (kind text, execution_id uuid)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now timestamptz := pgconductor._now();
+    v_now  timestamptz := pgconductor._now();
+    v_prev timestamptz;
 BEGIN
     IF p_orchestrator_id IS NULL THEN
         RAISE EXCEPTION 'orchestrator id must not be NULL'
@@ -100,6 +104,8 @@ BEGIN
         RAISE EXCEPTION 'stale_after must be a positive interval, got %', coalesce(p_stale_after::text, 'NULL')
             USING ERRCODE = '22023', HINT = 'Use several heartbeat intervals, e.g. 30 seconds for a 5 second heartbeat.';
     END IF;
+    SELECT o.last_heartbeat_at INTO v_prev FROM pgconductor.orchestrators AS o
+     WHERE o.id = p_orchestrator_id AND o.stopped_at IS NULL AND o.expired_at IS NULL;
     INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at, stale_after, version, info)
     VALUES (p_orchestrator_id, v_now, v_now, p_stale_after, p_version, coalesce(p_info, '{}'))
     ON CONFLICT (id) DO UPDATE
@@ -107,6 +113,10 @@ BEGIN
            version = coalesce(excluded.version, o.version), info = excluded.info,
            expired_at = NULL, drained = false, stopped_at = NULL;
 
+    -- Claimed before the previous beat and still not listed: the claim's reply never arrived.
+    IF p_held IS NOT NULL AND v_prev IS NOT NULL THEN
+        PERFORM pgconductor._release_held(p_orchestrator_id, p_held, v_prev);
+    END IF;
     PERFORM pgconductor.recover_stale(1000);
 
     RETURN QUERY
@@ -118,10 +128,11 @@ BEGIN
 END
 $$;
 
--- A clean stop of orchestrator p_orchestrator_id: releases every execution it still holds
--- (attempt not counted; pending cancels become cancelled) and marks it stopped.
--- Row locks: its executions. Returns how many executions it let go.
-CREATE FUNCTION pgconductor.release_orchestrator(p_orchestrator_id uuid)
+-- Gives back what orchestrator p_orchestrator_id holds but does not list in p_keep and
+-- claimed before p_before (NULL: any time): pending again, attempt not counted (its handler
+-- never ran or was stopped); pending cancels end cancelled. Row locks: those executions
+-- (SKIP LOCKED). Returns how many executions it let go.
+CREATE FUNCTION pgconductor._release_held(p_orchestrator_id uuid, p_keep uuid[], p_before timestamptz)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -133,7 +144,10 @@ DECLARE
 BEGIN
     FOR v_row IN
         SELECT e.id, e.queue, e.cancel_reason FROM pgconductor.executions AS e
-         WHERE e.locked_by = p_orchestrator_id FOR UPDATE
+         WHERE e.locked_by = p_orchestrator_id
+           AND NOT (e.id = ANY (coalesce(p_keep, '{}')))
+           AND (p_before IS NULL OR e.locked_at < p_before)
+           FOR UPDATE SKIP LOCKED
     LOOP
         IF v_row.cancel_reason IS NOT NULL THEN
             PERFORM pgconductor._finish(v_row.id, v_row.queue, 'cancelled', v_row.cancel_reason);
@@ -145,10 +159,28 @@ BEGIN
         END IF;
         v_count := v_count + 1;
     END LOOP;
-    UPDATE pgconductor.orchestrators SET stopped_at = pgconductor._now(), drained = true
-     WHERE id = p_orchestrator_id;
-    DELETE FROM pgconductor.signals WHERE orchestrator_id = p_orchestrator_id;
     PERFORM pg_notify('pgconductor_invoke', q) FROM (SELECT DISTINCT unnest(v_queues) AS q) AS d;
+    RETURN v_count;
+END
+$$;
+
+-- A clean stop of orchestrator p_orchestrator_id: gives back every execution it holds except
+-- those in p_keep (handlers that would not stop: their attempt runs out through recovery) and,
+-- when it keeps none, marks it stopped. Row locks: its executions. Returns how many it let go.
+CREATE FUNCTION pgconductor.release_orchestrator(p_orchestrator_id uuid, p_keep uuid[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    v_count := pgconductor._release_held(p_orchestrator_id, p_keep, NULL);
+    IF coalesce(cardinality(p_keep), 0) = 0 THEN
+        UPDATE pgconductor.orchestrators SET stopped_at = pgconductor._now(), drained = true
+         WHERE id = p_orchestrator_id;
+        DELETE FROM pgconductor.signals WHERE orchestrator_id = p_orchestrator_id;
+    END IF;
     RETURN v_count;
 END
 $$;

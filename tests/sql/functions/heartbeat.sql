@@ -4,10 +4,12 @@
 -- executions to any live orchestrator's heartbeat (G1): released with the lost attempt
 -- counted and a clear last_error, failed when exhausted, cancelled when a cancel was pending;
 -- lease_lost signals reach it when it comes back and its late results are stale;
--- release_orchestrator hands work back without spending attempts; bad input.
+-- release_orchestrator hands work back without spending attempts, keeping what it is told to;
+-- heartbeat(p_held) gives back claims whose reply was lost (held unlisted since the previous
+-- beat), not newer ones; bad input.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(25);
+SELECT plan(31);
 SET pgconductor.fake_now = '2025-06-01 10:00:00';
 
 SELECT is((SELECT count(*) FROM pgconductor.heartbeat('00000000-0000-0000-0000-00000000000a', '0.1.0', '30 seconds', '{"host": "h1"}')),
@@ -73,6 +75,30 @@ SELECT is((SELECT count(*) FROM pgconductor.get_executions('work', '00000000-000
 SELECT ok((SELECT stopped_at IS NULL AND expired_at IS NULL AND NOT drained AND last_heartbeat_at = pgconductor._now()
              FROM pgconductor.orchestrators WHERE id = '00000000-0000-0000-0000-00000000000b'),
           'and is revived by its claim');
+
+-- Claims whose reply was lost: held by C but not in its list ------------------------------------
+SET pgconductor.fake_now = '2025-06-01 10:59:59';
+SELECT pgconductor.heartbeat('00000000-0000-0000-0000-00000000000c', p_held => '{}');
+SET pgconductor.fake_now = '2025-06-01 11:00:00';
+SELECT pgconductor.invoke_batch('lost', array_fill('{}'::jsonb, ARRAY[3]));
+CREATE TEMP TABLE lost AS
+SELECT row_number() OVER (ORDER BY id) AS n, id FROM pgconductor.get_executions('lost', '00000000-0000-0000-0000-00000000000c', 3);
+SET pgconductor.fake_now = '2025-06-01 11:00:05';
+SELECT pgconductor.heartbeat('00000000-0000-0000-0000-00000000000c', p_held => ARRAY[(SELECT id FROM lost WHERE n = 1)]);
+SELECT is((SELECT count(*) FROM pgconductor.executions WHERE task_key = 'lost' AND locked_by IS NOT NULL), 3::bigint,
+          'claims made since the previous heartbeat are left alone (their reply may still be on its way)');
+SET pgconductor.fake_now = '2025-06-01 11:00:10';
+SELECT pgconductor.heartbeat('00000000-0000-0000-0000-00000000000c', p_held => ARRAY[(SELECT id FROM lost WHERE n = 1)]);
+SELECT is((SELECT count(*) FROM pgconductor.executions WHERE task_key = 'lost' AND locked_by IS NOT NULL), 1::bigint,
+          'one beat later, heartbeat(p_held) gives back the claims it does not list (their reply was lost)');
+SELECT is((SELECT array_agg(attempts) FROM pgconductor.executions WHERE task_key = 'lost' AND locked_by IS NULL), ARRAY[0, 0],
+          'without spending their attempt');
+SELECT is((SELECT count(*) FROM pgconductor.get_executions('lost', '00000000-0000-0000-0000-00000000000c', 3)), 2::bigint,
+          'and they can be claimed again');
+SELECT is(pgconductor.release_orchestrator('00000000-0000-0000-0000-00000000000c', ARRAY[(SELECT id FROM lost WHERE n = 1)]), 2,
+          'release_orchestrator keeps what it is told to keep');
+SELECT ok((SELECT stopped_at IS NULL FROM pgconductor.orchestrators WHERE id = '00000000-0000-0000-0000-00000000000c'),
+          'and then stays live, so recovery takes the kept execution once its heartbeat lapses');
 
 SELECT throws_ok($$SELECT pgconductor.heartbeat(NULL)$$, '22023', NULL, 'a NULL orchestrator id is rejected');
 SELECT throws_ok($$SELECT pgconductor.heartbeat(gen_random_uuid(), NULL, '0 seconds')$$, '22023', NULL, 'a non-positive stale_after is rejected');

@@ -12,9 +12,9 @@ SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text', 'jsonb[]', 'tex
 SELECT has_function('pgconductor', 'get_executions', ARRAY['text', 'uuid', 'integer']);
 SELECT has_function('pgconductor', 'get_executions', ARRAY['text[]', 'uuid', 'integer', 'text']);
 SELECT has_function('pgconductor', 'return_executions', ARRAY['uuid', 'uuid[]', 'integer[]', 'text[]', 'text[]', 'jsonb[]', 'integer[]']);
-SELECT has_function('pgconductor', 'heartbeat', ARRAY['uuid', 'text', 'interval', 'jsonb']);
+SELECT has_function('pgconductor', 'heartbeat', ARRAY['uuid', 'text', 'interval', 'jsonb', 'uuid[]']);
 SELECT has_function('pgconductor', 'recover_stale', ARRAY['integer']);
-SELECT has_function('pgconductor', 'release_orchestrator', ARRAY['uuid']);
+SELECT has_function('pgconductor', 'release_orchestrator', ARRAY['uuid', 'uuid[]']);
 SELECT has_function('pgconductor', 'request_shutdown', ARRAY['uuid']);
 SELECT has_function('pgconductor', 'register_task', ARRAY['text', 'text', 'integer', 'time without time zone', 'time without time zone', 'text', 'interval', 'interval', 'interval']);
 SELECT has_function('pgconductor', 'create_queue', ARRAY['text']);
