@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, TypeVar
 from uuid import UUID
@@ -109,11 +109,11 @@ _SQL: dict[str, TextClause] = {
     ),
     "heartbeat": _fn(
         "heartbeat",
-        "orchestrator_id uuid, version text, stale_after interval, info jsonb",
+        "orchestrator_id uuid, version text, stale_after interval, info jsonb, held uuid[]",
         "kind, execution_id",
     ),
     "recover_stale": _fn("recover_stale", "limit integer", "id, outcome"),
-    "release_orchestrator": _fn("release_orchestrator", "orchestrator_id uuid"),
+    "release_orchestrator": _fn("release_orchestrator", "orchestrator_id uuid, keep uuid[]"),
     "request_shutdown": _fn("request_shutdown", "orchestrator_id uuid"),
     "cancel": _fn("cancel", "execution_id uuid, reason text"),
     "retry": _fn("retry", "execution_id uuid"),
@@ -414,14 +414,25 @@ class SqlDatabaseClient:
     # -- liveness and recovery ----------------------------------------------------------
 
     async def heartbeat(
-        self, orchestrator_id: UUID, version: str, stale_after: dt.timedelta, info: dict[str, Any]
+        self,
+        orchestrator_id: UUID,
+        version: str,
+        stale_after: dt.timedelta,
+        info: dict[str, Any],
+        *,
+        held: Collection[UUID] | None = None,
     ) -> list[Signal]:
-        """Call `pgconductor.heartbeat`; return the signals it took."""
+        """Call `pgconductor.heartbeat`; return the signals it took.
+
+        `held`: every execution this process still needs; SQL gives back the others it holds
+        (claims whose reply was lost). None skips that reconciliation.
+        """
         params = {
             "orchestrator_id": orchestrator_id,
             "version": version,
             "stale_after": stale_after,
             "info": to_json(info),
+            "held": None if held is None else list(held),
         }
         return await self._run("heartbeat", params, lambda r: [Signal(*row) for row in r])
 
@@ -429,9 +440,11 @@ class SqlDatabaseClient:
         """Call `pgconductor.recover_stale`."""
         return await self._run("recover_stale", {"limit": limit}, _outcomes)
 
-    async def release_orchestrator(self, orchestrator_id: UUID) -> int:
-        """Call `pgconductor.release_orchestrator`; return how many it released."""
-        params = {"orchestrator_id": orchestrator_id}
+    async def release_orchestrator(
+        self, orchestrator_id: UUID, *, keep: Collection[UUID] | None = None
+    ) -> int:
+        """Call `pgconductor.release_orchestrator` (keeping `keep`); return how many it released."""
+        params = {"orchestrator_id": orchestrator_id, "keep": None if keep is None else list(keep)}
         return int(await self._run("release_orchestrator", params, _scalar))
 
     async def request_shutdown(self, orchestrator_id: UUID | None = None) -> int:

@@ -216,18 +216,18 @@ class Orchestrator(Service):
             await asyncio.wait((self._heartbeat_task,))
         if self.notifier is not None:
             await self.notifier.stop()
-        abandoned = sum(w.abandoned for w in self.workers)
-        if abandoned:
+        keep = set().union(*(w.abandoned_ids for w in self.workers))
+        if keep:
             self.log.warning(
-                "orchestrator %s: %d handler(s) still running; not releasing: "
-                "stale recovery will take their leases",
+                "orchestrator %s: %d handler(s) still running; keeping their leases: "
+                "stale recovery will take them",
                 self.id,
-                abandoned,
+                len(keep),
             )
-        elif self.client is not None:
+        if self.client is not None:
             try:
                 async with asyncio.timeout(max(self.abort_grace, 5.0)):
-                    released = await self.client.release_orchestrator(self.id)
+                    released = await self.client.release_orchestrator(self.id, keep=keep)
                 if released:
                     self.log.info("orchestrator %s: released %d execution(s)", self.id, released)
             except Exception as exc:
@@ -350,8 +350,11 @@ class Orchestrator(Service):
     async def _beat(self, *, raise_errors: bool = False) -> None:
         assert self.client is not None
         try:
+            # Every lease the process still needs: SQL gives back the others (claims whose
+            # reply was lost on the wire).
+            held = set().union(*(w.held() for w in self.workers))
             signals = await self.client.heartbeat(
-                self.id, PACKAGE_VERSION, self.stale_after, self._info()
+                self.id, PACKAGE_VERSION, self.stale_after, self._info(), held=held
             )
         except Exception as exc:
             if raise_errors:

@@ -7,7 +7,7 @@ with canned responses. Method names are exactly the SQL function names.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -85,7 +85,13 @@ class DatabaseClient(Protocol):
         ...
 
     async def heartbeat(
-        self, orchestrator_id: UUID, version: str, stale_after: dt.timedelta, info: dict[str, Any]
+        self,
+        orchestrator_id: UUID,
+        version: str,
+        stale_after: dt.timedelta,
+        info: dict[str, Any],
+        *,
+        held: Collection[UUID] | None = None,
     ) -> list[Signal]:
         """Record liveness, recover stale orchestrators, and take this one's signals."""
         ...
@@ -94,8 +100,10 @@ class DatabaseClient(Protocol):
         """Release or fail the executions of orchestrators that stopped heartbeating."""
         ...
 
-    async def release_orchestrator(self, orchestrator_id: UUID) -> int:
-        """Release everything an orchestrator holds and mark it stopped."""
+    async def release_orchestrator(
+        self, orchestrator_id: UUID, *, keep: Collection[UUID] | None = None
+    ) -> int:
+        """Release what an orchestrator holds (but `keep`) and, keeping none, mark it stopped."""
         ...
 
     async def request_shutdown(self, orchestrator_id: UUID | None = None) -> int:

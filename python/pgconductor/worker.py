@@ -103,6 +103,7 @@ class Worker(Service):
         self._handler_log = logging.getLogger("pgconductor.task")
         self._running: dict[UUID, Execution] = {}
         self._abandoned: set[asyncio.Task[None]] = set()
+        self._abandoned_ids: set[UUID] = set()
         self._results: Batcher[ExecutionResult] = Batcher(
             self._return,
             max_size=flush_batch,
@@ -132,6 +133,15 @@ class Worker(Service):
     def in_flight(self) -> int:
         """Number of handlers running now."""
         return len(self._running)
+
+    def held(self) -> set[UUID]:
+        """Executions whose lease this worker still needs: running, abandoned, or unflushed."""
+        return {*self._running, *self._abandoned_ids, *(r.id for r in self._results.unsent())}
+
+    @property
+    def abandoned_ids(self) -> set[UUID]:
+        """Executions whose handlers did not stop at stop: their leases must be kept."""
+        return set(self._abandoned_ids)
 
     @property
     def abandoned(self) -> int:
@@ -226,6 +236,7 @@ class Worker(Service):
                 execution.claimed.task_key,
             )
             del self._running[execution.id]
+            self._abandoned_ids.add(execution.id)
             if execution.runner is not None:
                 self._abandoned.add(execution.runner)
                 execution.runner.add_done_callback(self._abandoned.discard)

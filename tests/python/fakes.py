@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import inspect
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -193,19 +193,25 @@ class FakeDatabaseClient:
         version: str,
         stale_after: dt.timedelta,
         info: dict[str, Any],
+        *,
+        held: Collection[UUID] | None = None,
     ) -> list[Signal]:
-        """Record; default answer: no signals."""
+        """Record (`held` as the last argument, sorted); default answer: no signals."""
+        held_ids = None if held is None else sorted(held)
         return await self._answer_async(
-            "heartbeat", list, orchestrator_id, version, stale_after, info
+            "heartbeat", list, orchestrator_id, version, stale_after, info, held_ids
         )
 
     async def recover_stale(self, limit: int = 1000) -> list[ReturnOutcome]:
         """Record; default answer: nothing recovered."""
         return await self._answer_async("recover_stale", list, limit)
 
-    async def release_orchestrator(self, orchestrator_id: UUID) -> int:
-        """Record; default answer: 0."""
-        return await self._answer_async("release_orchestrator", 0, orchestrator_id)
+    async def release_orchestrator(
+        self, orchestrator_id: UUID, *, keep: Collection[UUID] | None = None
+    ) -> int:
+        """Record (`keep` as the last argument, sorted); default answer: 0."""
+        keep_ids = None if keep is None else sorted(keep)
+        return await self._answer_async("release_orchestrator", 0, orchestrator_id, keep_ids)
 
     async def request_shutdown(self, orchestrator_id: UUID | None = None) -> int:
         """Record; default answer: 0."""

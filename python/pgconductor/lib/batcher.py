@@ -50,6 +50,7 @@ class Batcher(Generic[T]):
         self._on_sent = on_sent
         self._on_error = on_error
         self._buffer: list[T] = []
+        self._batch: list[T] = []
         self._sending = 0
         self._has_items = asyncio.Event()
         self._full = asyncio.Event()
@@ -60,6 +61,10 @@ class Batcher(Generic[T]):
     def __len__(self) -> int:
         """Items not sent yet (buffered or in the batch being sent)."""
         return len(self._buffer) + self._sending
+
+    def unsent(self) -> list[T]:
+        """The items not sent yet: buffered, or in the batch being sent."""
+        return [*self._batch, *self._buffer]
 
     def push(self, item: T) -> None:
         """Queue one item."""
@@ -84,12 +89,14 @@ class Batcher(Generic[T]):
             if len(self._buffer) < self.max_size:
                 self._full.clear()
             self._sending = len(batch)
+            self._batch = batch
             try:
                 if not await self._send_with_retry(batch):
                     self._buffer[:0] = batch  # gave up at close: still counted as unsent
                     return
             finally:
                 self._sending = 0
+                self._batch = []
                 if self._on_sent is not None:
                     self._on_sent()
 

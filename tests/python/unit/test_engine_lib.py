@@ -109,3 +109,26 @@ async def test_pool_tolerates_a_cancelled_future() -> None:
     release.set()
     assert await pool.submit(lambda: 42) == 42  # the worker thread survived
     pool.close()
+
+
+async def test_batcher_reports_buffered_and_in_flight_items_as_unsent() -> None:
+    """unsent() covers the batch being sent too: its leases are still needed."""
+    from pgconductor.lib.batcher import Batcher
+
+    release, sending = asyncio.Event(), asyncio.Event()
+    sent: list[list[int]] = []
+
+    async def send(batch: list[int]) -> None:
+        sending.set()
+        await release.wait()
+        sent.append(batch)
+
+    batcher: Batcher[int] = Batcher(send, max_size=2, interval=0.001, clock=SystemClock())
+    runner = asyncio.create_task(batcher.run())
+    for item in (1, 2, 3):
+        batcher.push(item)
+    await sending.wait()  # the first batch is on its way
+    assert sorted(batcher.unsent()) == [1, 2, 3]
+    release.set()
+    assert await batcher.close(runner, timeout=5.0) == 0
+    assert (sent, batcher.unsent()) == ([[1, 2], [3]], [])

@@ -83,7 +83,8 @@ async def test_start_checks_registers_beats_then_runs(
     ]
     assert sorted(w.queue for w in orchestrator.workers) == ["default", "other"]
     await fake.wait_for_call("get_executions", 2)
-    (oid, version, stale_after, info), _ = fake.calls_to("heartbeat")[0]
+    (oid, version, stale_after, info, held), _ = fake.calls_to("heartbeat")[0]
+    assert held == []  # nothing claimed yet: every lease it holds may be given back
     assert oid == orchestrator.id
     assert version == "0.1.0"
     assert stale_after.total_seconds() == 30
@@ -251,16 +252,34 @@ async def test_release_failure_is_logged_not_raised(
     assert any("release failed" in r.getMessage() for r in caplog.records)
 
 
-async def test_abandoned_handler_skips_the_release(
+async def test_abandoned_handlers_keep_their_leases_at_release(
     fake: FakeDatabaseClient,
     make: Callable[..., Orchestrator],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     orchestrator = make()
     await orchestrator.start()
-    monkeypatch.setattr(Worker, "abandoned", property(lambda self: 1))
+    stuck = uuid.uuid4()
+    monkeypatch.setattr(Worker, "abandoned_ids", property(lambda self: {stuck}))
     await orchestrator.stop()
-    assert fake.call_count("release_orchestrator") == 0
+    [((oid, keep), _)] = fake.calls_to("release_orchestrator")
+    assert (oid, keep) == (orchestrator.id, [stuck])
+
+
+async def test_heartbeat_lists_every_lease_the_workers_hold(
+    fake: FakeDatabaseClient,
+    make: Callable[..., Orchestrator],
+    monkeypatch: pytest.MonkeyPatch,
+    wait_until: WaitUntil,
+) -> None:
+    orchestrator = make()
+    await orchestrator.start()
+    held = {uuid.uuid4(), uuid.uuid4()}
+    monkeypatch.setattr(Worker, "held", lambda self: held)
+    orchestrator.beat_now()
+    await wait_until(lambda: fake.call_count("heartbeat") >= 2)
+    assert fake.calls_to("heartbeat")[-1][0][4] == sorted(held)
+    await orchestrator.stop()
 
 
 async def test_os_signals_stop_gracefully_then_force(
