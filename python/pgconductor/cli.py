@@ -28,6 +28,7 @@ from pgconductor.db import RetryPolicy, SqlDatabaseClient
 from pgconductor.errors import PgConductorError
 from pgconductor.protocol import DatabaseClient, SchemaClient
 from pgconductor.schema import SUPPORTED_EXTENSION_VERSIONS, SchemaManager
+from pgconductor.types import OrchestratorInfo, QueueStats
 
 __all__ = ["app", "make_client", "schema_app", "worker_app"]
 
@@ -177,11 +178,24 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Show queue depths: pending, due, running, completed, failed, cancelled."""
-    stats = _run(database_url, lambda client: client.queue_stats())
+    """Show queue depths (pending, due, running, completed, failed, cancelled) and workers."""
+
+    async def both(client: _Client) -> tuple[list[QueueStats], list[OrchestratorInfo]]:
+        return await client.queue_stats(), await client.orchestrator_stats()
+
+    stats, orchestrators = _run(database_url, both)
     if as_json:
-        out.print_json(json.dumps([dataclasses.asdict(s) for s in stats]))
+        out.print_json(
+            json.dumps(
+                {
+                    "queues": [dataclasses.asdict(s) for s in stats],
+                    "orchestrators": [dataclasses.asdict(o) for o in orchestrators],
+                },
+                default=str,
+            )
+        )
         return
+    _print_orchestrators(orchestrators)
     table = Table(title="pgconductor queues")
     names = ("queue", "pending", "due", "running", "completed", "failed", "cancelled")
     for name in names:
@@ -190,6 +204,20 @@ def status(
         table.add_row(*(str(getattr(s, name)) for name in names))
     if not stats:
         table.caption = "no queues yet"
+    out.print(table)
+
+
+def _print_orchestrators(orchestrators: list[OrchestratorInfo]) -> None:
+    """The orchestrators table of `status`: live ones (short ids; --json has the full ones)."""
+    live = [o for o in orchestrators if o.state == "live"]
+    table = Table(title="orchestrators (worker processes)")
+    for name in ("id", "state", "version", "last heartbeat", "running"):
+        table.add_column(name, justify="right" if name == "running" else "left")
+    for o in live:
+        beat = o.last_heartbeat_at.strftime("%H:%M:%S")
+        table.add_row(str(o.id)[:8], o.state, o.version or "", beat, str(o.running))
+    gone = len(orchestrators) - len(live)
+    table.caption = f"{len(live)} live, {gone} expired or stopped"
     out.print(table)
 
 

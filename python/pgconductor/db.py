@@ -29,6 +29,7 @@ from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
     ExecutionResult,
+    OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
@@ -123,6 +124,11 @@ _SQL: dict[str, TextClause] = {
         "",
         "queue, pending, due, running, completed, failed, cancelled",
         "ORDER BY queue",
+    ),
+    "orchestrator_stats": _fn(
+        "orchestrator_stats",
+        "",
+        "id, state, version, started_at, last_heartbeat_at, running, info",
     ),
     "prune_finished": _fn("prune_finished", "older_than interval, limit integer"),
     "version": _fn("version", ""),
@@ -477,6 +483,12 @@ class SqlDatabaseClient:
         """Call `pgconductor.queue_stats`, ordered by queue name."""
         return await self._run(
             "queue_stats", {}, lambda r: [QueueStats(*(row[0], *map(int, row[1:]))) for row in r]
+        )
+
+    async def orchestrator_stats(self) -> list[OrchestratorInfo]:
+        """Call `pgconductor.orchestrator_stats`: live ones first."""
+        return await self._run(
+            "orchestrator_stats", {}, lambda r: [OrchestratorInfo(*row) for row in r]
         )
 
     async def prune_finished(self, older_than: dt.timedelta, limit: int = 10000) -> int:

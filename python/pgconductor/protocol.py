@@ -15,6 +15,7 @@ from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
     ExecutionResult,
+    OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
@@ -124,6 +125,10 @@ class DatabaseClient(Protocol):
 
     async def queue_stats(self) -> list[QueueStats]:
         """Counts per queue."""
+        ...
+
+    async def orchestrator_stats(self) -> list[OrchestratorInfo]:
+        """Orchestrators (live, expired, stopped) and the executions they hold."""
         ...
 
     async def prune_finished(self, older_than: dt.timedelta, limit: int = 10000) -> int:

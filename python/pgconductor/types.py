@@ -12,6 +12,7 @@ __all__ = [
     "ClaimedExecution",
     "ExecutionInfo",
     "ExecutionResult",
+    "OrchestratorInfo",
     "QueueStats",
     "ResultStatus",
     "ReturnOutcome",
@@ -117,3 +118,16 @@ class QueueStats:
     completed: int
     failed: int
     cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorInfo:
+    """One row of `pgconductor.orchestrator_stats`: a worker process and what it holds."""
+
+    id: UUID
+    state: str  # live | expired | stopped
+    version: str | None
+    started_at: datetime
+    last_heartbeat_at: datetime
+    running: int
+    info: Any

@@ -30,6 +30,7 @@ from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
     ExecutionResult,
+    OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
@@ -232,6 +233,10 @@ class FakeDatabaseClient:
     async def queue_stats(self) -> list[QueueStats]:
         """Record; default answer: no queues."""
         return await self._answer_async("queue_stats", list)
+
+    async def orchestrator_stats(self) -> list[OrchestratorInfo]:
+        """Record; default answer: no orchestrators."""
+        return await self._answer_async("orchestrator_stats", list)
 
     async def prune_finished(self, older_than: dt.timedelta, limit: int = 10000) -> int:
         """Record; default answer: 0."""

@@ -6,6 +6,7 @@ import json
 import runpy
 import sys
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from fakes import FakeDatabaseClient
 from pgconductor import cli
 from pgconductor.errors import InvalidInput, NotFound, TransientError
-from pgconductor.types import QueueStats
+from pgconductor.types import OrchestratorInfo, QueueStats
 
 URL = "postgresql://u@localhost/db"
 ID = "3c3d0a9e-93c4-4b8e-9a7b-6c1f0b1e9e11"
@@ -142,12 +143,21 @@ def test_malformed_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_status_table_and_json(fake: FakeDatabaseClient) -> None:
     fake.responses["queue_stats"] = [QueueStats("default", 1, 2, 3, 4, 5, 6)]
+    beat = datetime(2030, 1, 1, 12, 0, 5, tzinfo=UTC)
+    live, gone = uuid.UUID("11111111-0000-4000-8000-000000000001"), uuid.uuid4()
+    fake.responses["orchestrator_stats"] = [
+        OrchestratorInfo(live, "live", "0.1.0", beat, beat, 7, {}),
+        OrchestratorInfo(gone, "stopped", "0.1.0", beat, beat, 0, {}),
+    ]
     table = run("status")
     assert table.exit_code == 0, table.output
     assert "default" in table.stdout
     assert "cancelled" in table.stdout
-    as_json = run("status", "--json")
-    assert json.loads(as_json.stdout) == [
+    assert str(live)[:8] in table.stdout
+    assert str(gone)[:8] not in table.stdout
+    assert "1 live, 1 expired or stopped" in table.stdout
+    as_json = json.loads(run("status", "--json").stdout)
+    assert as_json["queues"] == [
         {
             "queue": "default",
             "pending": 1,
@@ -157,6 +167,10 @@ def test_status_table_and_json(fake: FakeDatabaseClient) -> None:
             "failed": 5,
             "cancelled": 6,
         }
+    ]
+    assert [(o["id"], o["state"], o["running"]) for o in as_json["orchestrators"]] == [
+        (str(live), "live", 7),
+        (str(gone), "stopped", 0),
     ]
 
 
