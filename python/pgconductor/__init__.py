@@ -19,17 +19,20 @@ from pgconductor.errors import (
     TransientError,
     VersionMismatch,
 )
+from pgconductor.orchestrator import Orchestrator, WorkerConfig
 from pgconductor.schema import SUPPORTED_EXTENSION_VERSIONS, SchemaManager
 from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
     ExecutionResult,
+    OrchestratorInfo,
     QueueStats,
     ResultStatus,
     ReturnOutcome,
     Signal,
     TaskSpec,
 )
+from pgconductor.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -48,6 +51,8 @@ __all__ = [
     "InvalidInput",
     "InvalidState",
     "NotFound",
+    "Orchestrator",
+    "OrchestratorInfo",
     "PayloadValidationError",
     "PgConductorError",
     "QueueStats",
@@ -63,5 +68,7 @@ __all__ = [
     "TaskSpec",
     "TransientError",
     "VersionMismatch",
+    "Worker",
+    "WorkerConfig",
     "__version__",
 ]
