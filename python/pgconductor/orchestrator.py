@@ -130,6 +130,7 @@ class Orchestrator(Service):
         self._supervised = False
         self._stop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._beat_settled_at = float("-inf")  # clock.monotonic() when the last beat ended
         self._serve_task: asyncio.Task[Any] | None = None
         self._start_abandoned = False
 
@@ -350,19 +351,28 @@ class Orchestrator(Service):
     async def _beat(self, *, raise_errors: bool = False) -> None:
         assert self.client is not None
         try:
-            # Every lease the process still needs: SQL gives back the others (claims whose
-            # reply was lost on the wire).
-            held = set().union(*(w.held() for w in self.workers))
             signals = await self.client.heartbeat(
-                self.id, PACKAGE_VERSION, self.stale_after, self._info(), held=held
+                self.id, PACKAGE_VERSION, self.stale_after, self._info(), held=self._held()
             )
         except Exception as exc:
             if raise_errors:
                 raise
             self.log.warning("orchestrator %s: heartbeat failed: %s", self.id, exc)
             return
+        finally:
+            self._beat_settled_at = self.clock.monotonic()
         for sig in signals:
             self.dispatch_signal(sig)
+
+    def _held(self) -> set[UUID] | None:
+        """Every lease the process still needs, so SQL gives back the others (claims whose
+        reply was lost); None (give back nothing) while a claim sent before the last heartbeat
+        settled still waits for its reply: its rows may predate that beat and be on their way.
+        """
+        settled = self._beat_settled_at
+        if any(w.fetch_sent_at is not None and w.fetch_sent_at <= settled for w in self.workers):
+            return None
+        return set().union(*(w.held() for w in self.workers))
 
     def dispatch_signal(self, sig: Signal) -> None:
         """Act on one signal taken by the heartbeat."""

@@ -104,6 +104,8 @@ class Worker(Service):
         self._running: dict[UUID, Execution] = {}
         self._abandoned: set[asyncio.Task[None]] = set()
         self._abandoned_ids: set[UUID] = set()
+        #: When the claim now on the wire was sent (clock.monotonic()), or None.
+        self.fetch_sent_at: float | None = None
         self._results: Batcher[ExecutionResult] = Batcher(
             self._return,
             max_size=flush_batch,
@@ -259,11 +261,13 @@ class Worker(Service):
                 want = min(free, self.fetch_batch)
                 idle_before = self._is_idle()
                 self._wake.clear()
+                self.fetch_sent_at = self.clock.monotonic()
                 try:
                     claimed = await self.client.get_executions(
                         self.orchestrator_id, self.queue, self._task_keys, want
                     )
                 except Exception as exc:
+                    self.fetch_sent_at = None
                     failures += 1
                     self.stats.fetch_errors += 1
                     delay = exponential(failures, 0.1, RETRY_CAP)
@@ -271,6 +275,7 @@ class Worker(Service):
                     await wait_event(self._wake, delay, self.clock)
                     continue
                 failures = 0
+                self.fetch_sent_at = None
                 self._start_all(claimed)
                 if len(claimed) >= want:
                     continue

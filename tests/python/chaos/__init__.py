@@ -1,0 +1,1 @@
+"""Chaos tests: fault injection (FaultProxy), crashes, migrations; each asserts recovery."""
