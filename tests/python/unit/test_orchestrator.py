@@ -279,6 +279,19 @@ async def test_heartbeat_lists_every_lease_the_workers_hold(
     orchestrator.beat_now()
     await wait_until(lambda: fake.call_count("heartbeat") >= 2)
     assert fake.calls_to("heartbeat")[-1][0][4] == sorted(held)
+    # A claim sent before that beat settled and still unanswered: give back nothing.
+    worker = orchestrator.workers[0]
+    monkeypatch.setattr(worker, "fetch_sent_at", orchestrator._beat_settled_at - 1.0)
+    beats = fake.call_count("heartbeat")
+    orchestrator.beat_now()
+    await wait_until(lambda: fake.call_count("heartbeat") > beats)
+    assert fake.calls_to("heartbeat")[-1][0][4] is None
+    # One sent after it: its rows are newer than the beat, so the list goes out again.
+    monkeypatch.setattr(worker, "fetch_sent_at", orchestrator._beat_settled_at + 1.0)
+    beats = fake.call_count("heartbeat")
+    orchestrator.beat_now()
+    await wait_until(lambda: fake.call_count("heartbeat") > beats)
+    assert fake.calls_to("heartbeat")[-1][0][4] == sorted(held)
     await orchestrator.stop()
 
 
