@@ -9,7 +9,9 @@ mode=${1:-quick}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 
-"$here/cluster.sh" start
+export BENCH_PGPORT=${BENCH_PGPORT:-55499}
+# Its own cluster with PostgreSQL's default durability (never the test cluster's settings).
+CLUSTER_PROFILE=bench PGPORT=$BENCH_PGPORT "$root/scripts/cluster.sh" start
 make -C "$root" --no-print-directory install >/dev/null
 
 venv=${BENCH_VENV:-${TMPDIR:-/tmp}/pgconductor-bench-venv}
@@ -26,6 +28,5 @@ else
   "$venv/bin/pip" install -q --disable-pip-version-check -e "$root/python" 2> >(grep -v "is ignored" >&2)
 fi
 
-export BENCH_PGPORT=${BENCH_PGPORT:-55499}
 cd "$here"
 exec "$venv/bin/python" bench.py --mode "$mode" "$@"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Private PostgreSQL 15 test cluster, never the system one.
+# Private PostgreSQL 15 cluster, never the system one.
 #   scripts/cluster.sh start|stop|status|url|psql [args]|restart-immediate
 # Port ${PGPORT:-55432}; data, socket and log in ${TMPDIR:-/tmp}/pgconductor-$PORT
-# (owned by the postgres OS user when run as root). Tuned for speed, not durability.
+# (owned by the postgres OS user when run as root).
+# CLUSTER_PROFILE=test (default): tuned for speed, not durability (fsync off...).
+# CLUSTER_PROFILE=bench: PostgreSQL's default durability and memory, plus pg_stat_statements,
+# so benchmarks measure what users get (bench/run.sh uses it on its own port).
 set -euo pipefail
 
 BIN=/usr/lib/postgresql/15/bin
@@ -52,18 +55,27 @@ init_cluster() {
   echo "include 'pgconductor.conf'" | as_owner tee -a "$PGDATA_DIR/postgresql.conf" >/dev/null
 }
 
-# write_conf: the test settings, rewritten on every start so edits here take effect.
+# write_conf: the profile's settings, rewritten on every start so edits here take effect.
 write_conf() {
-  as_owner tee "$PGDATA_DIR/pgconductor.conf" >/dev/null <<CONF
-# written by scripts/cluster.sh: a throwaway test cluster (speed over durability)
-port = $PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$DIR'
+  local profile
+  case "${CLUSTER_PROFILE:-test}" in
+    test) profile="# a throwaway test cluster (speed over durability)
 fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 300
-shared_buffers = 256MB
+shared_buffers = 256MB" ;;
+    bench) profile="# a benchmark cluster: default durability and memory (fsync, synchronous_commit on)
+max_connections = 100
+pg_stat_statements.track = top" ;;
+    *) echo "unknown CLUSTER_PROFILE '${CLUSTER_PROFILE}' (test or bench)" >&2; exit 2 ;;
+  esac
+  as_owner tee "$PGDATA_DIR/pgconductor.conf" >/dev/null <<CONF
+# written by scripts/cluster.sh
+$profile
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
 shared_preload_libraries = 'pg_stat_statements'
 log_min_messages = warning
 CONF
