@@ -7,7 +7,7 @@ before any SQL runs, and again by the worker when it receives them (`Task.parse_
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, TypeVar
@@ -217,18 +217,8 @@ class Conductor:
         if bodies:
             await self._ensure_queue(queue, conn)
         ids: list[UUID] = []
-        for lo in range(0, len(bodies), chunk_size):
-            chunk = bodies[lo : lo + chunk_size]
-            n = len(chunk)
-            ids += await self.client.invoke_batch(
-                [key] * n,
-                chunk,
-                queues=[queue] * n,
-                run_ats=[when] * n,
-                priorities=[priority] * n,
-                dedupe_keys=None if keys is None else keys[lo : lo + chunk_size],
-                conn=conn,
-            )
+        for args, options in _batches(key, bodies, queue, when, priority, keys, chunk_size):
+            ids += await self.client.invoke_batch(*args, **options, conn=conn)
         return ids
 
     def _sync_client(self) -> SyncInvoker:
@@ -278,18 +268,8 @@ class Conductor:
         if bodies:
             self._ensure_queue_sync(queue, conn)
         ids: list[UUID] = []
-        for lo in range(0, len(bodies), chunk_size):
-            chunk = bodies[lo : lo + chunk_size]
-            n = len(chunk)
-            ids += client.invoke_batch_sync(
-                [key] * n,
-                chunk,
-                queues=[queue] * n,
-                run_ats=[when] * n,
-                priorities=[priority] * n,
-                dedupe_keys=None if keys is None else keys[lo : lo + chunk_size],
-                conn=conn,
-            )
+        for args, options in _batches(key, bodies, queue, when, priority, keys, chunk_size):
+            ids += client.invoke_batch_sync(*args, **options, conn=conn)
         return ids
 
     async def close(self) -> None:
@@ -303,6 +283,30 @@ class Conductor:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _batches(
+    key: str,
+    bodies: Sequence[Any],
+    queue: str | None,
+    when: datetime | None,
+    priority: int,
+    keys: Sequence[str | None] | None,
+    chunk_size: int,
+) -> Iterator[tuple[tuple[list[str], Sequence[Any]], dict[str, Any]]]:
+    """The `invoke_batch` arguments for each chunk of `chunk_size` executions of one task."""
+    for lo in range(0, len(bodies), chunk_size):
+        chunk = bodies[lo : lo + chunk_size]
+        n = len(chunk)
+        yield (
+            ([key] * n, chunk),
+            {
+                "queues": [queue] * n,
+                "run_ats": [when] * n,
+                "priorities": [priority] * n,
+                "dedupe_keys": None if keys is None else keys[lo : lo + chunk_size],
+            },
+        )
 
 
 def _check_dedupe(keys: Sequence[str | None] | None, count: int) -> list[str | None] | None:
