@@ -35,3 +35,6 @@ SELECT payload ->> 'name' AS name, priority, state, attempts, result
 FROM pgconductor.finished_executions
 ORDER BY priority, id;
 
+
+\echo '== 6. the hand-made worker leaves cleanly (release_orchestrator marks it stopped)'
+SELECT pgconductor.release_orchestrator(:'orchestrator'::uuid) AS released;
