@@ -47,6 +47,7 @@ RETRY_CAP = 5.0
 class WorkerStats:
     """Counters of one worker since it started."""
 
+    fetches: int = 0
     claimed: int = 0
     finished: int = 0
     flushed: int = 0
@@ -262,6 +263,7 @@ class Worker(Service):
                 idle_before = self._is_idle()
                 self._wake.clear()
                 self.fetch_sent_at = self.clock.monotonic()
+                self.stats.fetches += 1
                 try:
                     claimed = await self.client.get_executions(
                         self.orchestrator_id, self.queue, self._task_keys, want
