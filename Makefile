@@ -48,7 +48,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv build install db-up db-down psql freeze check-frozen \
-        test test-sql test-isolation test-python lint demo clean
+        test test-sql test-isolation test-python test-e2e soak lint demo clean
 
 # Targets that touch the database: their shared prerequisites.
 DB_PREREQS = deps install $(if $(DATABASE_URL),,db-up)
@@ -105,13 +105,19 @@ test-isolation: $(DB_PREREQS) ## run the isolation specs (tests/isolation) via P
 test-python: $(DB_PREREQS) ## run pytest tests/python with DATABASE_URL exported
 	@scripts/test-python.sh
 
+test-e2e: deps install ## tower-defense e2e scenarios (tests/e2e) on their own private cluster (port 55440)
+	@tests/e2e/run-all.sh --sdk=py
+
+soak: deps install ## long e2e soak, not in CI: 100k executions over 5 min under --chaos
+	@E2E_SCENARIO_TIMEOUT=1800 tests/e2e/run-scenario.sh tests/e2e/soak.sh --sdk=py --chaos
+
 lint: ## bash -n + shellcheck on scripts; ruff, ruff format --check, mypy --strict on python/
 	@scripts/lint.sh
 
 # Steps run in order by sub-makes (each re-reads PGXS once deps installed it); the first
 # three steps already did what DB_PREREQS would repeat, so the later ones skip it.
-TEST_STEPS = deps install db-up lint check-frozen test-sql test-isolation test-python
-test: ## everything CI runs: deps install db-up lint check-frozen test-sql test-isolation test-python
+TEST_STEPS = deps install db-up lint check-frozen test-sql test-isolation test-python test-e2e
+test: ## everything CI runs: deps install db-up lint check-frozen test-sql test-isolation test-python test-e2e
 	@for step in $(TEST_STEPS); do \
 	  echo "==> make $$step"; \
 	  $(MAKE) --no-print-directory $$step DB_PREREQS= || { echo "make test: FAILED at '$$step'" >&2; exit 1; }; \
