@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -25,8 +26,12 @@ def to_sqlalchemy_url(url: str | URL) -> URL:
     return parsed
 
 
-def _json_default(value: Any) -> Any:
-    """Encode the non-JSON types a payload commonly holds."""
+def json_default(value: Any) -> Any:
+    """Encode the non-JSON types payloads and results commonly hold (for `json.dumps`)."""
+    if hasattr(value, "model_dump"):  # a pydantic model
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, UUID | decimal.Decimal):
@@ -39,6 +44,6 @@ def _json_default(value: Any) -> Any:
 def to_json(value: Any) -> str:
     """Encode a payload or result as compact JSON text (raises InvalidInput when it can't)."""
     try:
-        return json.dumps(value, separators=(",", ":"), default=_json_default, allow_nan=False)
+        return json.dumps(value, separators=(",", ":"), default=json_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"value is not JSON serialisable: {exc}", sqlstate="22023") from exc

@@ -21,9 +21,7 @@ execution is free while its handler still runs (the original's G5).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
-import decimal
 import json
 import traceback
 from collections.abc import Callable
@@ -32,6 +30,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from pgconductor.conductor import TaskContext
+from pgconductor.encoding import json_default
 from pgconductor.errors import PayloadValidationError
 from pgconductor.lib.threadpool import DaemonThreadPool
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus, TaskSpec
@@ -164,26 +163,12 @@ def error_text(exc: BaseException) -> str:
     return clean_text("".join(traceback.format_exception(type(exc), exc, tb)).rstrip())
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "model_dump"):  # a pydantic model
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, UUID | decimal.Decimal):
-        return str(value)
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def to_json_value(value: Any) -> Any:
     """Turn a handler's return value into plain JSON data; raise `ValueError` if impossible."""
     if value is None or isinstance(value, str | bool | int):
         return value
     try:
-        return json.loads(json.dumps(value, default=_json_default, allow_nan=False))
+        return json.loads(json.dumps(value, default=json_default, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"the handler's result is not JSON serialisable: {exc}") from exc
 
