@@ -105,11 +105,13 @@ test-isolation: $(DB_PREREQS) ## run the isolation specs (tests/isolation) via P
 test-python: $(DB_PREREQS) ## run pytest tests/python with DATABASE_URL exported
 	@scripts/test-python.sh
 
+# The e2e suite restarts its database (08-database-restart, --chaos), so it always runs on a
+# private cluster of its own, even when DATABASE_URL points the other layers elsewhere.
 test-e2e: deps install ## tower-defense e2e scenarios (tests/e2e) on their own private cluster (port 55440)
-	@tests/e2e/run-all.sh --sdk=py
+	@env -u DATABASE_URL tests/e2e/run-all.sh --sdk=py
 
 soak: deps install ## long e2e soak, not in CI: 100k executions over 5 min under --chaos
-	@E2E_SCENARIO_TIMEOUT=1800 tests/e2e/run-scenario.sh tests/e2e/soak.sh --sdk=py --chaos
+	@env -u DATABASE_URL E2E_SCENARIO_TIMEOUT=1800 tests/e2e/run-scenario.sh tests/e2e/soak.sh --sdk=py --chaos
 
 lint: ## bash -n + shellcheck on scripts; ruff, ruff format --check, mypy --strict on python/
 	@scripts/lint.sh

@@ -150,12 +150,34 @@ def prepare_table(system: systems.System, n: int) -> float:
     return took
 
 
-def pgbench(db: str, script: str, clients: int, seconds: float | None = None,
-            transactions: int | None = None, k: int | None = None) -> dict[str, Any]:
+def pgbench(
+    db: str,
+    script: str,
+    clients: int,
+    seconds: float | None = None,
+    transactions: int | None = None,
+    k: int | None = None,
+) -> dict[str, Any]:
     host_port = url(db).split("@")[1].split("/")[0]
     host, port = host_port.split(":")
-    args = [PGBENCH, "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
-            "-f", str(SQL_DIR / script), "-h", host, "-p", port, "-U", "postgres"]
+    args = [
+        PGBENCH,
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(clients),
+        "-j",
+        str(min(clients, 2)),
+        "-f",
+        str(SQL_DIR / script),
+        "-h",
+        host,
+        "-p",
+        port,
+        "-U",
+        "postgres",
+    ]
     if seconds is not None:
         args += ["-T", str(int(seconds))]
     if transactions is not None:
@@ -179,19 +201,27 @@ def pgbench(db: str, script: str, clients: int, seconds: float | None = None,
     }
 
 
-def start_workers(system: str, cfg: dict[str, Any], nprocs: int, tag: str,
-                  env: dict[str, str] | None = None) -> tuple[list[subprocess.Popen], list[Any]]:
+def start_workers(
+    system: str, cfg: dict[str, Any], nprocs: int, tag: str, env: dict[str, str] | None = None
+) -> tuple[list[subprocess.Popen], list[Any]]:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     procs, logs = [], []
     penv = {**os.environ, "DATABASE_URL": url(systems.get(system).db), **(env or {})}
     for i in range(nprocs):
         logf = open(LOG_DIR / f"{tag}-w{i}.log", "w")  # noqa: SIM115
         logs.append(logf)
-        procs.append(subprocess.Popen(
-            [sys.executable, WORKER, "--system", system, "--cfg", json.dumps(cfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, text=True,
-            start_new_session=True, cwd=str(BENCH_DIR), env=penv,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, WORKER, "--system", system, "--cfg", json.dumps(cfg)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=logf,
+                text=True,
+                start_new_session=True,
+                cwd=str(BENCH_DIR),
+                env=penv,
+            )
+        )
     for p in procs:
         ready, _, _ = select.select([p.stdout], [], [], 60)
         line = p.stdout.readline().strip() if ready else ""
@@ -223,10 +253,13 @@ def stop_workers(procs: list[subprocess.Popen], logs: list[Any]) -> None:
 
 
 def dead_tuples(system: systems.System) -> dict[str, int]:
-    rows = sql(system.db, """
+    rows = sql(
+        system.db,
+        """
         select relname, n_dead_tup from pg_stat_user_tables
          where schemaname = 'pgconductor' or relname like 'pgqueuer%%'
-            or relname like 'procrastinate%%' order by relname""".replace("%%", "%"))[0]
+            or relname like 'procrastinate%%' order by relname""".replace("%%", "%"),
+    )[0]
     return {r[0]: r[1] for r in rows}
 
 
@@ -253,10 +286,15 @@ def vacuum_verbose(system: systems.System) -> dict[str, dict[str, int]]:
             mt = re.search(r'vacuuming "([^"]+)"', line)
             if mt:
                 table = mt.group(1).split(".")[-1]
-            mr = re.search(r"tuples: (\d+) removed, (\d+) remain, (\d+) are dead but not yet removable", line)
+            mr = re.search(
+                r"tuples: (\d+) removed, (\d+) remain, (\d+) are dead but not yet removable", line
+            )
             if mr and table and not table.startswith("pg_toast") and table != "executions_default":
-                out[table] = {"removed": int(mr.group(1)), "remain": int(mr.group(2)),
-                              "dead_not_removable": int(mr.group(3))}
+                out[table] = {
+                    "removed": int(mr.group(1)),
+                    "remain": int(mr.group(2)),
+                    "dead_not_removable": int(mr.group(3)),
+                }
     return out
 
 
@@ -264,9 +302,17 @@ def vacuum_verbose(system: systems.System) -> dict[str, dict[str, int]]:
 # drain
 
 
-def drain_once(system_name: str, n: int, nprocs: int, cfg: dict[str, Any], tag: str,
-               hold_xmin: bool = False, timeout: float = 600,
-               on_ready: Any = None, vacuum_after: bool = False) -> dict[str, Any]:
+def drain_once(
+    system_name: str,
+    n: int,
+    nprocs: int,
+    cfg: dict[str, Any],
+    tag: str,
+    hold_xmin: bool = False,
+    timeout: float = 600,
+    on_ready: Any = None,
+    vacuum_after: bool = False,
+) -> dict[str, Any]:
     system = systems.get(system_name)
     enqueue_s = prepare_table(system, n)
     procs, logs = start_workers(system_name, cfg, nprocs, tag)
@@ -331,25 +377,40 @@ def drain_once(system_name: str, n: int, nprocs: int, cfg: dict[str, Any], tag: 
     }
 
 
-def drain_series(label: str, system: str, nprocs: int, cfg: dict[str, Any], n: int,
-                 repeats: int, hold_xmin: bool = False,
-                 vacuum_after: bool = False) -> dict[str, Any]:
+def drain_series(
+    label: str,
+    system: str,
+    nprocs: int,
+    cfg: dict[str, Any],
+    n: int,
+    repeats: int,
+    hold_xmin: bool = False,
+    vacuum_after: bool = False,
+) -> dict[str, Any]:
     runs = []
     full_cfg = systems.get(system).cfg(cfg)
     for i in range(repeats):
         tag = re.sub(r"\W+", "-", label) + f"-run{i}"
-        r = drain_once(system, n, nprocs, cfg, tag, hold_xmin=hold_xmin,
-                       vacuum_after=vacuum_after)
+        r = drain_once(system, n, nprocs, cfg, tag, hold_xmin=hold_xmin, vacuum_after=vacuum_after)
         runs.append(r)
-        log(f"  {label} run {i}: {r['jobs_per_s']:.0f} jobs/s ({r['elapsed_s']:.2f}s; cpu busy"
+        log(
+            f"  {label} run {i}: {r['jobs_per_s']:.0f} jobs/s ({r['elapsed_s']:.2f}s; cpu busy"
             f" {r['busy_cores']:.2f} cores, workers {r['worker_cores']:.2f}; WAL/job"
             f" {r['wal_bytes_per_job']:.0f} B, FPI/job {r['wal_fpi_per_job']:.3f})"
-            f" verified={r['verified']}"
-            + ("" if r["verified"] else f" {r['verify']}"))
+            f" verified={r['verified']}" + ("" if r["verified"] else f" {r['verify']}")
+        )
     s = summary([r["jobs_per_s"] for r in runs])
     log(f"RESULT drain {label}: {s['median']:.0f} jobs/s [{s['min']:.0f}-{s['max']:.0f}]")
-    return {"label": label, "system": system, "procs": nprocs, "cfg": full_cfg, "n": n,
-            "summary": s, "runs": runs, "verified": all(r["verified"] for r in runs)}
+    return {
+        "label": label,
+        "system": system,
+        "procs": nprocs,
+        "cfg": full_cfg,
+        "n": n,
+        "summary": s,
+        "runs": runs,
+        "verified": all(r["verified"] for r in runs),
+    }
 
 
 def section_drain(res: Results, m: dict[str, Any]) -> None:
@@ -376,17 +437,25 @@ async def _api_rate(system: systems.System, seconds: float, batch: int | None) -
             calls += 1
         el = time.perf_counter() - t0
     rows = calls * (batch or 1)
-    return {"calls": calls, "rows": rows, "seconds": el, "rows_per_s": rows / el,
-            "calls_per_s": calls / el}
+    return {
+        "calls": calls,
+        "rows": rows,
+        "seconds": el,
+        "rows_per_s": rows / el,
+        "calls_per_s": calls / el,
+    }
 
 
 def section_enqueue(res: Results, m: dict[str, Any]) -> None:
     out: dict[str, Any] = {}
     pgc = systems.get("pgconductor")
     secs = m["pgbench_s"]
-    sql(pgc.db, "create table if not exists bench_raw_jobs (id uuid primary key default"
+    sql(
+        pgc.db,
+        "create table if not exists bench_raw_jobs (id uuid primary key default"
         " gen_random_uuid(), task_key text, queue text, payload jsonb,"
-        " run_at timestamptz default now(), created_at timestamptz default now())")
+        " run_at timestamptz default now(), created_at timestamptz default now())",
+    )
     for clients in (1, 2):
         asyncio.run(pgc.reset())
         r = pgbench(pgc.db, "invoke_single.sql", clients, seconds=secs)
@@ -395,16 +464,20 @@ def section_enqueue(res: Results, m: dict[str, Any]) -> None:
         asyncio.run(pgc.reset())
         r = pgbench(pgc.db, "invoke_batch.sql", clients, seconds=secs, k=1000)
         out[f"sql_invoke_batch1000_c{clients}"] = {**r, "rows_per_s": r["tps"] * 1000}
-        log(f"RESULT enqueue SQL invoke_batch x1000, {clients} client(s): {r['tps'] * 1000:.0f} rows/s")
+        log(
+            f"RESULT enqueue SQL invoke_batch x1000, {clients} client(s): {r['tps'] * 1000:.0f} rows/s"
+        )
         sql(pgc.db, "truncate bench_raw_jobs")
         r = pgbench(pgc.db, "raw_insert_single.sql", clients, seconds=secs)
         out[f"raw_insert_c{clients}"] = {**r, "rows_per_s": r["tps"]}
         log(f"RESULT enqueue raw INSERT (reference), {clients} client(s): {r['tps']:.0f} rows/s")
     asyncio.run(pgc.reset())
-    apis = [("pgconductor", "pgconductor Python API (Conductor.invoke / invoke_many)"),
-            ("pgconductor-sql", "pgconductor psycopg SELECT invoke() / invoke_batch()"),
-            ("pgqueuer", "pgqueuer Queries.enqueue"),
-            ("procrastinate", "procrastinate defer_async / batch_defer_async")]
+    apis = [
+        ("pgconductor", "pgconductor Python API (Conductor.invoke / invoke_many)"),
+        ("pgconductor-sql", "pgconductor psycopg SELECT invoke() / invoke_batch()"),
+        ("pgqueuer", "pgqueuer Queries.enqueue"),
+        ("procrastinate", "procrastinate defer_async / batch_defer_async"),
+    ]
     for name, what in apis:
         system = systems.get(name)
         for batch in (None, 1000):
@@ -412,8 +485,10 @@ def section_enqueue(res: Results, m: dict[str, Any]) -> None:
             r = asyncio.run(_api_rate(system, m["enqueue_s"], batch))
             key = f"api_{name}_{'single' if batch is None else 'batch1000'}"
             out[key] = {**r, "what": what}
-            log(f"RESULT enqueue {what}, {'single' if batch is None else 'batch 1000'}:"
-                f" {r['rows_per_s']:.0f} rows/s ({r['calls_per_s']:.0f} calls/s)")
+            log(
+                f"RESULT enqueue {what}, {'single' if batch is None else 'batch 1000'}:"
+                f" {r['rows_per_s']:.0f} rows/s ({r['calls_per_s']:.0f} calls/s)"
+            )
         asyncio.run(system.reset())
     res.put("enqueue", out)
 
@@ -428,9 +503,14 @@ def _auto_explain(db: str, statements: list[str]) -> list[str]:
     with psycopg.connect(url(db)) as conn:
         conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
         conn.execute("load 'auto_explain'")
-        for s in ("auto_explain.log_min_duration = 0", "auto_explain.log_analyze = on",
-                  "auto_explain.log_buffers = on", "auto_explain.log_nested_statements = on",
-                  "auto_explain.log_timing = on", "client_min_messages = log"):
+        for s in (
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_analyze = on",
+            "auto_explain.log_buffers = on",
+            "auto_explain.log_nested_statements = on",
+            "auto_explain.log_timing = on",
+            "client_min_messages = log",
+        ):
             conn.execute(f"set {s}")
         for s in statements:
             cur = conn.execute(s)
@@ -442,20 +522,26 @@ def _auto_explain(db: str, statements: list[str]) -> list[str]:
 
 def claim_plans(db: str, k: int = 100) -> dict[str, str]:
     oid = "00000000-0000-4000-8000-00000000ffff"
-    plans = _auto_explain(db, [
-        f"create temp table claimed as select * from pgconductor.get_executions("
-        f"array['noop'], '{oid}', {k}, 'bench')",
-        f"select count(*) from pgconductor.return_executions('{oid}',"
-        f" (select array_agg(id) from claimed), (select array_agg(attempt) from claimed),"
-        f" array_fill('completed'::text, array[(select count(*)::int from claimed)]))",
-    ])
+    plans = _auto_explain(
+        db,
+        [
+            f"create temp table claimed as select * from pgconductor.get_executions("
+            f"array['noop'], '{oid}', {k}, 'bench')",
+            f"select count(*) from pgconductor.return_executions('{oid}',"
+            f" (select array_agg(id) from claimed), (select array_agg(attempt) from claimed),"
+            f" array_fill('completed'::text, array[(select count(*)::int from claimed)]))",
+        ],
+    )
 
     def pick(marker: str) -> str:
         found = [p for p in plans if marker in p]
         return max(found, key=len) if found else ""
 
-    return {"claim": pick("FOR UPDATE SKIP LOCKED"), "complete": pick("finished_executions"),
-            "all": "\n\n".join(plans)}
+    return {
+        "claim": pick("FOR UPDATE SKIP LOCKED"),
+        "complete": pick("finished_executions"),
+        "all": "\n\n".join(plans),
+    }
 
 
 def section_backlog(res: Results, m: dict[str, Any]) -> None:
@@ -464,14 +550,20 @@ def section_backlog(res: Results, m: dict[str, Any]) -> None:
     for backlog in m["backlogs"]:
         enq = prepare_table(pgc, backlog)
         plans = claim_plans(pgc.db)
-        row: dict[str, Any] = {"backlog": backlog, "fill_s": enq, "fill_rows_per_s": backlog / enq,
-                               "plans": plans}
+        row: dict[str, Any] = {
+            "backlog": backlog,
+            "fill_s": enq,
+            "fill_rows_per_s": backlog / enq,
+            "plans": plans,
+        }
         for k in (100, 500):
             sql(pgc.db, "vacuum analyze pgconductor.executions", "checkpoint")
             r = pgbench(pgc.db, "claim_complete.sql", 2, seconds=m["pgbench_s"], k=k)
             row[f"k{k}"] = {**r, "jobs_per_s": r["tps"] * k}
-            log(f"RESULT backlog {backlog}: claim+complete+refill K={k}, 2 clients:"
-                f" {r['tps'] * k:.0f} jobs/s")
+            log(
+                f"RESULT backlog {backlog}: claim+complete+refill K={k}, 2 clients:"
+                f" {r['tps'] * k:.0f} jobs/s"
+            )
         left = sql(pgc.db, "select count(*) from pgconductor.executions")[0][0][0]
         row["backlog_after"] = left
         out.append(row)
@@ -498,8 +590,9 @@ def _read_records(path: Path, seen: dict[str, float], buf: list[str]) -> None:
     buf[:] = [str(pos)]
 
 
-async def _latency_loop(system: systems.System, jobs: int, warmup: int, rec: Path,
-                        gap: tuple[float, float]) -> tuple[list[float], list[float], int]:
+async def _latency_loop(
+    system: systems.System, jobs: int, warmup: int, rec: Path, gap: tuple[float, float]
+) -> tuple[list[float], list[float], int]:
     import random
 
     seen: dict[str, float] = {}
@@ -527,8 +620,9 @@ async def _latency_loop(system: systems.System, jobs: int, warmup: int, rec: Pat
     return call_ms, ret_ms, missing
 
 
-def latency_run(label: str, worker_system: str, enq_system: str, cfg: dict[str, Any],
-                jobs: int) -> dict[str, Any]:
+def latency_run(
+    label: str, worker_system: str, enq_system: str, cfg: dict[str, Any], jobs: int
+) -> dict[str, Any]:
     system = systems.get(worker_system)
     asyncio.run(system.reset())
     tag = re.sub(r"\W+", "-", "lat " + label)
@@ -540,16 +634,26 @@ def latency_run(label: str, worker_system: str, enq_system: str, cfg: dict[str, 
         go(procs)
         time.sleep(2.0)
         call_ms, ret_ms, missing = asyncio.run(
-            _latency_loop(systems.get(enq_system), jobs, 20, rec, (0.005, 0.015)))
+            _latency_loop(systems.get(enq_system), jobs, 20, rec, (0.005, 0.015))
+        )
     finally:
         stop_workers(procs, logs)
     a, b = latency_stats(call_ms), latency_stats(ret_ms)
-    log(f"RESULT latency {label}: enqueue call -> start p50 {a['p50']:.2f} p95 {a['p95']:.2f}"
+    log(
+        f"RESULT latency {label}: enqueue call -> start p50 {a['p50']:.2f} p95 {a['p95']:.2f}"
         f" p99 {a['p99']:.2f} ms | enqueue returned -> start p50 {b['p50']:.2f} ms"
-        f" (missing {missing})")
-    return {"label": label, "system": worker_system, "enqueuer": enq_system,
-            "cfg": system.cfg(cfg), "call_to_start": a, "return_to_start": b,
-            "missing": missing, "samples_ms": call_ms}
+        f" (missing {missing})"
+    )
+    return {
+        "label": label,
+        "system": worker_system,
+        "enqueuer": enq_system,
+        "cfg": system.cfg(cfg),
+        "call_to_start": a,
+        "return_to_start": b,
+        "missing": missing,
+        "samples_ms": call_ms,
+    }
 
 
 def section_latency(res: Results, m: dict[str, Any]) -> None:
@@ -576,8 +680,16 @@ def section_xmin(res: Results, m: dict[str, Any]) -> None:
     for label, system, nprocs, cfg in plans:
         for hold in (False, True):
             lab = f"{label}{' held xmin' if hold else ''}"
-            s = drain_series(lab, system, nprocs, cfg, n, max(1, m["repeats"] - 1), hold_xmin=hold,
-                             vacuum_after=True)
+            s = drain_series(
+                lab,
+                system,
+                nprocs,
+                cfg,
+                n,
+                max(1, m["repeats"] - 1),
+                hold_xmin=hold,
+                vacuum_after=True,
+            )
             s["hold_xmin"] = hold
             s["dead_tuples"] = s["runs"][-1]["dead_tuples"]
             s["vacuum"] = s["runs"][-1]["vacuum"]
@@ -595,9 +707,23 @@ class _PySpy:
         self.out = out
         exe = str(Path(sys.executable).parent / "py-spy")
         self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
-             "--output", str(out), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                exe,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(0.8)
 
     def finish(self) -> None:
@@ -655,34 +781,55 @@ def section_profile(res: Results, m: dict[str, Any]) -> None:
     # 1. pg_stat_statements (nested statements too) over one tuned 2-process drain.
     sql(pgc.db, "alter database bench_pgconductor set pg_stat_statements.track = 'all'")
     try:
+
         def reset_stats(procs: list[Any]) -> None:
             sql(pgc.db, "select pg_stat_statements_reset()")
 
         r = drain_once("pgconductor", n, 2, PGC_TUNED, "profile-pgss", on_ready=reset_stats)
-        rows = sql(pgc.db, """
+        rows = sql(
+            pgc.db,
+            """
             select calls, rows, round(total_exec_time::numeric, 1) as total_ms,
                    round(mean_exec_time::numeric, 3) as mean_ms,
                    shared_blks_hit, shared_blks_read, shared_blks_dirtied, wal_bytes,
                    regexp_replace(left(query, 160), '\\s+', ' ', 'g') as query
               from pg_stat_statements
              where dbid = (select oid from pg_database where datname = current_database())
-             order by total_exec_time desc limit 16""")[0]
+             order by total_exec_time desc limit 16""",
+        )[0]
     finally:
         sql(pgc.db, "alter database bench_pgconductor reset pg_stat_statements.track")
-    out["pgss_drain"] = {"jobs_per_s": r["jobs_per_s"], "n": n, "busy_cores": r["busy_cores"],
-                         "worker_cores": r["worker_cores"],
-                         "rows": [list(x) for x in rows]}
+    out["pgss_drain"] = {
+        "jobs_per_s": r["jobs_per_s"],
+        "n": n,
+        "busy_cores": r["busy_cores"],
+        "worker_cores": r["worker_cores"],
+        "rows": [list(x) for x in rows],
+    }
     log(f"  pg_stat_statements over a tuned 2p drain ({r['jobs_per_s']:.0f} jobs/s):")
     for x in rows[:8]:
         log(f"    {x[2]:>9} ms {x[0]:>7} calls  {x[8][:90]}")
     # 2. py-spy on one tuned worker process.
     prof = RESULTS_DIR / "pyspy-worker.txt"
-    r = drain_once("pgconductor", n, 1, PGC_TUNED, "profile-pyspy",
-                   on_ready=lambda procs: _PySpy(procs[0].pid, prof))
-    out["pyspy"] = {"jobs_per_s": r["jobs_per_s"], "n": n, "worker_cores": r["worker_cores"],
-                    "busy_cores": r["busy_cores"], **fold_profile(prof)}
-    log(f"  py-spy (1 tuned worker, {r['jobs_per_s']:.0f} jobs/s, {r['worker_cores']:.2f} cores):"
-        f" {out['pyspy'].get('self_by_package')}")
+    r = drain_once(
+        "pgconductor",
+        n,
+        1,
+        PGC_TUNED,
+        "profile-pyspy",
+        on_ready=lambda procs: _PySpy(procs[0].pid, prof),
+    )
+    out["pyspy"] = {
+        "jobs_per_s": r["jobs_per_s"],
+        "n": n,
+        "worker_cores": r["worker_cores"],
+        "busy_cores": r["busy_cores"],
+        **fold_profile(prof),
+    }
+    log(
+        f"  py-spy (1 tuned worker, {r['jobs_per_s']:.0f} jobs/s, {r['worker_cores']:.2f} cores):"
+        f" {out['pyspy'].get('self_by_package')}"
+    )
     res.put("profile", out)
 
 
@@ -690,25 +837,63 @@ def section_profile(res: Results, m: dict[str, Any]) -> None:
 
 
 def section_env(res: Results) -> None:
-    names = ["server_version", "shared_buffers", "synchronous_commit", "fsync",
-             "full_page_writes", "wal_level", "max_wal_size", "autovacuum", "jit", "port"]
-    rows = sql("postgres", "select name, current_setting(name) from pg_settings"
-               f" where name in ({','.join(repr(x) for x in names)})")[0]
+    names = [
+        "server_version",
+        "shared_buffers",
+        "synchronous_commit",
+        "fsync",
+        "full_page_writes",
+        "wal_level",
+        "max_wal_size",
+        "autovacuum",
+        "jit",
+        "port",
+    ]
+    rows = sql(
+        "postgres",
+        "select name, current_setting(name) from pg_settings"
+        f" where name in ({','.join(repr(x) for x in names)})",
+    )[0]
     import importlib.metadata as md
 
-    versions = {p: md.version(p) for p in ("pgqueuer", "procrastinate", "psycopg", "asyncpg",
-                                           "uvloop", "sqlalchemy", "pgconductor")}
-    ext = sql("bench_pgconductor", "select extversion from pg_extension"
-              " where extname = 'pgconductor'")[0][0][0]
-    commit = subprocess.run(["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(BENCH_DIR.parent), "status", "--porcelain",
-                            "extension", "python"], capture_output=True, text=True).stdout.strip()
-    res.put("env", {"settings": dict(rows), "versions": versions, "extension": ext,
-                    "commit": commit + (" (+ uncommitted changes in extension/ or python/)"
-                                        if dirty else ""),
-                    "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "date": time.strftime("%Y-%m-%d %H:%M")})
+    versions = {
+        p: md.version(p)
+        for p in (
+            "pgqueuer",
+            "procrastinate",
+            "psycopg",
+            "asyncpg",
+            "uvloop",
+            "sqlalchemy",
+            "pgconductor",
+        )
+    }
+    ext = sql(
+        "bench_pgconductor", "select extversion from pg_extension where extname = 'pgconductor'"
+    )[0][0][0]
+    commit = subprocess.run(
+        ["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(BENCH_DIR.parent), "status", "--porcelain", "extension", "python"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    res.put(
+        "env",
+        {
+            "settings": dict(rows),
+            "versions": versions,
+            "extension": ext,
+            "commit": commit
+            + (" (+ uncommitted changes in extension/ or python/)" if dirty else ""),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        },
+    )
 
 
 SECTIONS = ["enqueue", "backlog", "drain", "latency", "xmin", "profile"]

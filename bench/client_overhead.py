@@ -46,8 +46,10 @@ async def main(n: int) -> None:
     conn = await psycopg.AsyncConnection.connect(url(DB), autocommit=True)
     tx = await psycopg.AsyncConnection.connect(url(DB))
     admin = await psycopg.AsyncConnection.connect(url(DB), autocommit=True)
-    await admin.execute("truncate pgconductor.executions, pgconductor.finished_executions,"
-                        " pgconductor.signals, pgconductor.orchestrators")
+    await admin.execute(
+        "truncate pgconductor.executions, pgconductor.finished_executions,"
+        " pgconductor.signals, pgconductor.orchestrators"
+    )
 
     async def claim_sa():
         await client.get_executions(oid, "bench", ["noop"], 1)
@@ -69,21 +71,29 @@ async def main(n: int) -> None:
         async with tx.transaction():
             await tx.execute(INVOKE, ("{}",), prepare=True)
 
-    for name, fn in (("empty claim, SqlDatabaseClient", claim_sa),
-                     ("empty claim, psycopg autocommit", claim_ac),
-                     ("empty claim, psycopg BEGIN/stmt/COMMIT", claim_tx),
-                     ("invoke, SqlDatabaseClient", invoke_sa),
-                     ("invoke, psycopg autocommit", invoke_ac),
-                     ("invoke, psycopg BEGIN/stmt/COMMIT", invoke_tx)):
+    for name, fn in (
+        ("empty claim, SqlDatabaseClient", claim_sa),
+        ("empty claim, psycopg autocommit", claim_ac),
+        ("empty claim, psycopg BEGIN/stmt/COMMIT", claim_tx),
+        ("invoke, SqlDatabaseClient", invoke_sa),
+        ("invoke, psycopg autocommit", invoke_ac),
+        ("invoke, psycopg BEGIN/stmt/COMMIT", invoke_tx),
+    ):
         await admin.execute("select pg_stat_statements_reset()")
         s = await timed(n, fn)
-        rows = await (await admin.execute(
-            "select coalesce(sum(calls), 0) from pg_stat_statements where dbid ="
-            " (select oid from pg_database where datname = current_database())"
-            " and query !~* 'pg_stat_statements'")).fetchone()
+        rows = await (
+            await admin.execute(
+                "select coalesce(sum(calls), 0) from pg_stat_statements where dbid ="
+                " (select oid from pg_database where datname = current_database())"
+                " and query !~* 'pg_stat_statements'"
+            )
+        ).fetchone()
         per_call = rows[0] / (n + 50)
-        print(f"{name:42s} p50 {s['p50']:.3f} ms  p99 {s['p99']:.3f} ms  mean {s['mean']:.3f} ms"
-              f"  statements/call {per_call:.1f}", flush=True)
+        print(
+            f"{name:42s} p50 {s['p50']:.3f} ms  p99 {s['p99']:.3f} ms  mean {s['mean']:.3f} ms"
+            f"  statements/call {per_call:.1f}",
+            flush=True,
+        )
     await admin.execute("truncate pgconductor.executions")
     await client.close()
     for c in (conn, tx, admin):

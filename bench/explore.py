@@ -1,6 +1,6 @@
 """Sweep pgconductor worker settings (how PGC_TUNED in bench.py was chosen).
 
-    python explore.py --n 100000 --procs 2 --cfgs '[{"concurrency": 1000, "fetch_batch": 500}, ...]'
+python explore.py --n 100000 --procs 2 --cfgs '[{"concurrency": 1000, "fetch_batch": 500}, ...]'
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ def main() -> None:
     ap.add_argument("--cfgs", required=True, help="JSON list of worker configs")
     a = ap.parse_args()
     for cfg in json.loads(a.cfgs):
-        bench.drain_series(f"{a.system} {a.procs}p {json.dumps(cfg)}", a.system, a.procs, cfg,
-                           a.n, a.repeat)
+        bench.drain_series(
+            f"{a.system} {a.procs}p {json.dumps(cfg)}", a.system, a.procs, cfg, a.n, a.repeat
+        )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ def _f(x: Any, digits: int = 0) -> str:
 
 
 def _best(series: list[dict[str, Any]], system_prefix: str, exclude: str | None = None):
-    cands = [s for s in series if s["system"].startswith(system_prefix)
-             and (exclude is None or not s["system"].startswith(exclude))]
+    cands = [
+        s
+        for s in series
+        if s["system"].startswith(system_prefix)
+        and (exclude is None or not s["system"].startswith(exclude))
+    ]
     return max(cands, key=lambda s: s["summary"]["median"]) if cands else None
 
 
@@ -36,24 +40,47 @@ def rows(d: dict[str, Any]) -> list[list[str]]:
         peer = max(peers, key=lambda s: s["summary"]["median"]) if peers else None
         if ours and peer:
             r = ours["summary"]["median"] / peer["summary"]["median"]
-            out.append([f"drain, best config (jobs/s; N={ours['n']:,})",
-                        f"{_f(ours['summary']['median'])} ({ours['label']})",
-                        f"{_f(peer['summary']['median'])} ({peer['label']})", f"{r:.2f}",
-                        TARGETS["drain"], "met" if r >= 1.6 else "missed"])
+            out.append(
+                [
+                    f"drain, best config (jobs/s; N={ours['n']:,})",
+                    f"{_f(ours['summary']['median'])} ({ours['label']})",
+                    f"{_f(peer['summary']['median'])} ({peer['label']})",
+                    f"{r:.2f}",
+                    TARGETS["drain"],
+                    "met" if r >= 1.6 else "missed",
+                ]
+            )
         for lab in ("default 1p", "default 2p", "tuned 1p", "tuned 2p"):
             s = next((x for x in drain if x["label"] == f"pgconductor {lab}"), None)
             if s and peer:
-                out.append([f"drain, pgconductor {lab}", _f(s["summary"]["median"]),
-                            f"{_f(peer['summary']['median'])} ({peer['label']})",
-                            f"{s['summary']['median'] / peer['summary']['median']:.2f}", "", ""])
+                out.append(
+                    [
+                        f"drain, pgconductor {lab}",
+                        _f(s["summary"]["median"]),
+                        f"{_f(peer['summary']['median'])} ({peer['label']})",
+                        f"{s['summary']['median'] / peer['summary']['median']:.2f}",
+                        "",
+                        "",
+                    ]
+                )
         for s in peers:
-            out.append([f"drain, {s['label']} (N={s['n']:,})", "", _f(s["summary"]["median"]),
-                        "", "", ""])
+            out.append(
+                [f"drain, {s['label']} (N={s['n']:,})", "", _f(s["summary"]["median"]), "", "", ""]
+            )
         bad = [s["label"] for s in drain if not s.get("verified")]
-        out.append(["drain, every job verified completed", "yes" if not bad else f"NO: {bad}",
-                    "", "", "", ""])
+        out.append(
+            [
+                "drain, every job verified completed",
+                "yes" if not bad else f"NO: {bad}",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     enq = d.get("enqueue") or {}
     if enq:
+
         def api(name: str, kind: str) -> float | None:
             v = enq.get(f"api_{name}_{kind}")
             return v["rows_per_s"] if v else None
@@ -62,21 +89,43 @@ def rows(d: dict[str, Any]) -> list[list[str]]:
             ours = api("pgconductor", kind)
             cands = [(api(p, kind), p) for p in ("pgqueuer", "procrastinate") if api(p, kind)]
             best = max(cands) if cands else (None, "")
-            out.append([f"enqueue {label}, Python API (rows/s)", _f(ours),
-                        f"{_f(best[0])} ({best[1]})",
-                        f"{ours / best[0]:.2f}" if ours and best[0] else "", "", ""])
-        out.append(["enqueue single, SQL invoke via pgbench, 1 / 2 clients (rows/s)",
-                    f"{_f(enq['sql_invoke_c1']['rows_per_s'])} / {_f(enq['sql_invoke_c2']['rows_per_s'])}",
-                    f"raw INSERT {_f(enq['raw_insert_c1']['rows_per_s'])} /"
-                    f" {_f(enq['raw_insert_c2']['rows_per_s'])}",
-                    f"{enq['sql_invoke_c1']['rows_per_s'] / enq['raw_insert_c1']['rows_per_s']:.2f}",
-                    "", "(ratio vs a plain INSERT)"])
-        out.append(["enqueue batch, SQL invoke_batch x1000 via pgbench, 1 / 2 clients (rows/s)",
-                    f"{_f(enq['sql_invoke_batch1000_c1']['rows_per_s'])} /"
-                    f" {_f(enq['sql_invoke_batch1000_c2']['rows_per_s'])}", "", "", "", ""])
+            out.append(
+                [
+                    f"enqueue {label}, Python API (rows/s)",
+                    _f(ours),
+                    f"{_f(best[0])} ({best[1]})",
+                    f"{ours / best[0]:.2f}" if ours and best[0] else "",
+                    "",
+                    "",
+                ]
+            )
+        out.append(
+            [
+                "enqueue single, SQL invoke via pgbench, 1 / 2 clients (rows/s)",
+                f"{_f(enq['sql_invoke_c1']['rows_per_s'])} / {_f(enq['sql_invoke_c2']['rows_per_s'])}",
+                f"raw INSERT {_f(enq['raw_insert_c1']['rows_per_s'])} /"
+                f" {_f(enq['raw_insert_c2']['rows_per_s'])}",
+                f"{enq['sql_invoke_c1']['rows_per_s'] / enq['raw_insert_c1']['rows_per_s']:.2f}",
+                "",
+                "(ratio vs a plain INSERT)",
+            ]
+        )
+        out.append(
+            [
+                "enqueue batch, SQL invoke_batch x1000 via pgbench, 1 / 2 clients (rows/s)",
+                f"{_f(enq['sql_invoke_batch1000_c1']['rows_per_s'])} /"
+                f" {_f(enq['sql_invoke_batch1000_c2']['rows_per_s'])}",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     lat = d.get("latency") or []
     if lat:
-        ours = next((x for x in lat if x["system"] == "pgconductor" and "Python" in x["label"]), None)
+        ours = next(
+            (x for x in lat if x["system"] == "pgconductor" and "Python" in x["label"]), None
+        )
         peers = [x for x in lat if not x["system"].startswith("pgconductor")]
         for p in ("p50", "p95", "p99"):
             best = min(peers, key=lambda x: x["call_to_start"][p]) if peers else None
@@ -84,25 +133,50 @@ def rows(d: dict[str, Any]) -> list[list[str]]:
                 o, b = ours["call_to_start"][p], best["call_to_start"][p]
                 verdict = ""
                 if p == "p50":
-                    verdict = "met" if o <= 2 and all(o < x["call_to_start"][p] for x in peers) else "missed"
-                out.append([f"latency enqueue→start {p} (ms, Python API invoke)", _f(o, 2),
-                            f"{_f(b, 2)} ({best['label']})", f"{o / b:.2f}",
-                            TARGETS["latency_p50"] if p == "p50" else "", verdict])
+                    verdict = (
+                        "met"
+                        if o <= 2 and all(o < x["call_to_start"][p] for x in peers)
+                        else "missed"
+                    )
+                out.append(
+                    [
+                        f"latency enqueue→start {p} (ms, Python API invoke)",
+                        _f(o, 2),
+                        f"{_f(b, 2)} ({best['label']})",
+                        f"{o / b:.2f}",
+                        TARGETS["latency_p50"] if p == "p50" else "",
+                        verdict,
+                    ]
+                )
         sq = next((x for x in lat if x["enqueuer"] == "pgconductor-sql"), None)
         if sq:
-            out.append(["latency p50 / p99 (ms, SQL invoke on psycopg)",
-                        f"{_f(sq['call_to_start']['p50'], 2)} / {_f(sq['call_to_start']['p99'], 2)}",
-                        "", "", "", ""])
+            out.append(
+                [
+                    "latency p50 / p99 (ms, SQL invoke on psycopg)",
+                    f"{_f(sq['call_to_start']['p50'], 2)} / {_f(sq['call_to_start']['p99'], 2)}",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
     bl = d.get("backlog") or []
     if bl:
         for k in ("k100", "k500"):
             first, last = bl[0], bl[-1]
             r = last[k]["jobs_per_s"] / first[k]["jobs_per_s"]
-            out.append([f"claim+complete+refill {k[1:]}/batch, backlog "
-                        + " / ".join(f"{b['backlog']:,}" for b in bl) + " (jobs/s)",
-                        " / ".join(_f(b[k]["jobs_per_s"]) for b in bl), "",
-                        f"{r:.2f} ({last['backlog']:,} vs {first['backlog']:,})",
-                        TARGETS["backlog"], "met" if r >= 0.9 else "missed"])
+            out.append(
+                [
+                    f"claim+complete+refill {k[1:]}/batch, backlog "
+                    + " / ".join(f"{b['backlog']:,}" for b in bl)
+                    + " (jobs/s)",
+                    " / ".join(_f(b[k]["jobs_per_s"]) for b in bl),
+                    "",
+                    f"{r:.2f} ({last['backlog']:,} vs {first['backlog']:,})",
+                    TARGETS["backlog"],
+                    "met" if r >= 0.9 else "missed",
+                ]
+            )
     xm = d.get("xmin") or []
     for sysname in ("pgconductor", "pgqueuer"):
         a = next((x for x in xm if x["system"] == sysname and not x["hold_xmin"]), None)
@@ -111,10 +185,16 @@ def rows(d: dict[str, Any]) -> list[list[str]]:
             r = b["summary"]["median"] / a["summary"]["median"]
             dead = b["dead_tuples"]
             dead_s = ", ".join(f"{k} {v:,}" for k, v in dead.items() if v)
-            out.append([f"held xmin, {sysname}: jobs/s with / without (N={a['n']:,})",
-                        f"{_f(b['summary']['median'])} / {_f(a['summary']['median'])}", "",
-                        f"{r:.2f}", TARGETS["xmin"] if sysname == "pgconductor" else "",
-                        ("met" if r >= 0.8 else "missed") if sysname == "pgconductor" else ""])
+            out.append(
+                [
+                    f"held xmin, {sysname}: jobs/s with / without (N={a['n']:,})",
+                    f"{_f(b['summary']['median'])} / {_f(a['summary']['median'])}",
+                    "",
+                    f"{r:.2f}",
+                    TARGETS["xmin"] if sysname == "pgconductor" else "",
+                    ("met" if r >= 0.8 else "missed") if sysname == "pgconductor" else "",
+                ]
+            )
             out.append([f"held xmin, {sysname}: dead tuples left", dead_s or "0", "", "", "", ""])
     return out
 
@@ -159,8 +239,13 @@ def plots(d: dict[str, Any], out_dir: Path, suffix: str) -> list[str]:
         hi = min(hi, 30)
         bins = [i * hi / 60 for i in range(61)]
         for x in lat:
-            ax.hist([min(v, hi) for v in x["samples_ms"]], bins=bins, histtype="step",
-                    linewidth=1.5, label=f"{x['label']} (p50 {x['call_to_start']['p50']:.1f} ms)")
+            ax.hist(
+                [min(v, hi) for v in x["samples_ms"]],
+                bins=bins,
+                histtype="step",
+                linewidth=1.5,
+                label=f"{x['label']} (p50 {x['call_to_start']['p50']:.1f} ms)",
+            )
         ax.set_xlabel("enqueue call → handler start (ms; clipped at %.0f)" % hi)
         ax.set_ylabel("jobs")
         ax.set_title("enqueue → start latency, idle worker")
@@ -204,32 +289,43 @@ def write(d: dict[str, Any], out_dir: Path, mode: str) -> Path:
         f"Run {env.get('date', '?')} at commit {env.get('commit', '?')}; extension"
         f" {env.get('extension', '?')}; {env.get('cpus', '?')} CPUs; Python {env.get('python', '?')};"
         f" took {d.get('took_s', 0) / 60:.1f} min. Generated by `bench/bench.py --mode {mode}`"
-        f" (`make bench{'' if mode == 'full' else '-' + mode}`); method in bench/README.md.\n")
-    md.append("Server (own cluster, CLUSTER_PROFILE=bench scripts/cluster.sh): " + ", ".join(
-        f"{k}={v}" for k, v in env.get("settings", {}).items()) + ".\n")
-    md.append("Versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
-              + ".\n")
+        f" (`make bench{'' if mode == 'full' else '-' + mode}`); method in bench/README.md.\n"
+    )
+    md.append(
+        "Server (own cluster, CLUSTER_PROFILE=bench scripts/cluster.sh): "
+        + ", ".join(f"{k}={v}" for k, v in env.get("settings", {}).items())
+        + ".\n"
+    )
+    md.append(
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()) + ".\n"
+    )
     md.append("## Summary\n")
     md.append(table(d) + "\n")
-    md.append("Ratios are pgconductor / best peer (for latency lower is better). Durable steps"
-              " (issue item 5: overhead per step of a 10-step task) are not measured: durable"
-              " steps do not exist yet.\n")
+    md.append(
+        "Ratios are pgconductor / best peer (for latency lower is better). Durable steps"
+        " (issue item 5: overhead per step of a 10-step task) are not measured: durable"
+        " steps do not exist yet.\n"
+    )
     for p in pngs:
         md.append(f"![{p}]({p})\n")
     drain = d.get("drain") or []
     if drain:
         md.append("## Drain\n")
-        md.append("| config | procs | N | jobs/s median [min–max] | CPU busy (cores) | workers (cores) | WAL B/job | FPI/job | verified | cfg |")
+        md.append(
+            "| config | procs | N | jobs/s median [min–max] | CPU busy (cores) | workers (cores) | WAL B/job | FPI/job | verified | cfg |"
+        )
         md.append("|---|---|---|---|---|---|---|---|---|---|")
         for s in drain:
             r = s["runs"]
             busy = sum(x["busy_cores"] for x in r) / len(r)
             wc = sum(x["worker_cores"] for x in r) / len(r)
-            md.append(f"| {s['label']} | {s['procs']} | {s['n']:,} | {_f(s['summary']['median'])}"
-                      f" [{_f(s['summary']['min'])}–{_f(s['summary']['max'])}] | {busy:.2f} |"
-                      f" {wc:.2f} | {sum(x.get('wal_bytes_per_job', 0) for x in r) / len(r):.0f} |"
-                      f" {sum(x.get('wal_fpi_per_job', 0) for x in r) / len(r):.3f} |"
-                      f" {s['verified']} | `{s['cfg']}` |")
+            md.append(
+                f"| {s['label']} | {s['procs']} | {s['n']:,} | {_f(s['summary']['median'])}"
+                f" [{_f(s['summary']['min'])}–{_f(s['summary']['max'])}] | {busy:.2f} |"
+                f" {wc:.2f} | {sum(x.get('wal_bytes_per_job', 0) for x in r) / len(r):.0f} |"
+                f" {sum(x.get('wal_fpi_per_job', 0) for x in r) / len(r):.3f} |"
+                f" {s['verified']} | `{s['cfg']}` |"
+            )
         md.append("")
     enq = d.get("enqueue") or {}
     if enq:
@@ -243,14 +339,20 @@ def write(d: dict[str, Any], out_dir: Path, mode: str) -> Path:
     bl = d.get("backlog") or []
     if bl:
         md.append("## Claim cost vs backlog\n")
-        md.append("| backlog | fill rows/s (invoke_batch 5000) | K=100 jobs/s | K=500 jobs/s | backlog after |")
+        md.append(
+            "| backlog | fill rows/s (invoke_batch 5000) | K=100 jobs/s | K=500 jobs/s | backlog after |"
+        )
         md.append("|---|---|---|---|---|")
         for b in bl:
-            md.append(f"| {b['backlog']:,} | {_f(b['fill_rows_per_s'])} | {_f(b['k100']['jobs_per_s'])} |"
-                      f" {_f(b['k500']['jobs_per_s'])} | {b['backlog_after']:,} |")
+            md.append(
+                f"| {b['backlog']:,} | {_f(b['fill_rows_per_s'])} | {_f(b['k100']['jobs_per_s'])} |"
+                f" {_f(b['k500']['jobs_per_s'])} | {b['backlog_after']:,} |"
+            )
         md.append("")
         last = bl[-1]
-        md.append(f"Plans at backlog {last['backlog']:,} (auto_explain, ANALYZE + BUFFERS, batch 100):\n")
+        md.append(
+            f"Plans at backlog {last['backlog']:,} (auto_explain, ANALYZE + BUFFERS, batch 100):\n"
+        )
         md.append("Claim (`_claim`'s statement):\n")
         md.append(_code(last["plans"]["claim"]))
         md.append("Completion (`return_executions`'s statement):\n")
@@ -262,22 +364,30 @@ def write(d: dict[str, Any], out_dir: Path, mode: str) -> Path:
         md.append("|---|---|---|---|---|---|---|")
         for x in lat:
             a, b = x["call_to_start"], x["return_to_start"]
-            md.append(f"| {x['label']} | {a['n']} | {a['p50']:.2f} | {a['p95']:.2f} | {a['p99']:.2f} |"
-                      f" {a['max']:.2f} | {b['p50']:.2f} |")
+            md.append(
+                f"| {x['label']} | {a['n']} | {a['p50']:.2f} | {a['p95']:.2f} | {a['p99']:.2f} |"
+                f" {a['max']:.2f} | {b['p50']:.2f} |"
+            )
         md.append("")
     xm = d.get("xmin") or []
     if xm:
         md.append("## Held xmin\n")
-        md.append("Dead tuples: pg_stat_user_tables.n_dead_tup right after the drain; then a"
-                  " VACUUM (VERBOSE) of the job tables while the snapshot is still held: how many"
-                  " dead tuples it removed and how many it had to keep (dead but not yet"
-                  " removable).\n")
-        md.append("| run | jobs/s median | n_dead_tup after the run | VACUUM: removed / kept (not yet removable) |")
+        md.append(
+            "Dead tuples: pg_stat_user_tables.n_dead_tup right after the drain; then a"
+            " VACUUM (VERBOSE) of the job tables while the snapshot is still held: how many"
+            " dead tuples it removed and how many it had to keep (dead but not yet"
+            " removable).\n"
+        )
+        md.append(
+            "| run | jobs/s median | n_dead_tup after the run | VACUUM: removed / kept (not yet removable) |"
+        )
         md.append("|---|---|---|---|")
         for x in xm:
             dead = ", ".join(f"{k} {v:,}" for k, v in x["dead_tuples"].items() if v) or "0"
-            vac = "; ".join(f"{k} {v['removed']:,} / {v['dead_not_removable']:,}"
-                            for k, v in (x.get("vacuum") or {}).items())
+            vac = "; ".join(
+                f"{k} {v['removed']:,} / {v['dead_not_removable']:,}"
+                for k, v in (x.get("vacuum") or {}).items()
+            )
             md.append(f"| {x['label']} | {_f(x['summary']['median'])} | {dead} | {vac} |")
         md.append("")
     prof = d.get("profile") or {}
@@ -285,21 +395,29 @@ def write(d: dict[str, Any], out_dir: Path, mode: str) -> Path:
         md.append("## Profiles\n")
         p = prof.get("pgss_drain")
         if p:
-            md.append(f"pg_stat_statements (track = all) over one tuned 2-process drain of {p['n']:,}"
-                      f" jobs ({_f(p['jobs_per_s'])} jobs/s; machine busy {p['busy_cores']:.2f}"
-                      f" cores, of which workers {p['worker_cores']:.2f}):\n")
-            md.append("| calls | rows | total ms | mean ms | blks hit | blks dirtied | WAL bytes | query |")
+            md.append(
+                f"pg_stat_statements (track = all) over one tuned 2-process drain of {p['n']:,}"
+                f" jobs ({_f(p['jobs_per_s'])} jobs/s; machine busy {p['busy_cores']:.2f}"
+                f" cores, of which workers {p['worker_cores']:.2f}):\n"
+            )
+            md.append(
+                "| calls | rows | total ms | mean ms | blks hit | blks dirtied | WAL bytes | query |"
+            )
             md.append("|---|---|---|---|---|---|---|---|")
             for r in p["rows"]:
                 q = r[8].replace("|", "\\|")
-                md.append(f"| {r[0]:,} | {r[1]:,} | {r[2]} | {r[3]} | {r[4]:,} | {r[6]:,} | {int(r[7]):,} | `{q}` |")
+                md.append(
+                    f"| {r[0]:,} | {r[1]:,} | {r[2]} | {r[3]} | {r[4]:,} | {r[6]:,} | {int(r[7]):,} | `{q}` |"
+                )
             md.append("")
         s = prof.get("pyspy")
         if s and s.get("samples"):
-            md.append(f"py-spy (250 Hz, non-idle samples) of one tuned worker process draining"
-                      f" {s['n']:,} jobs ({_f(s['jobs_per_s'])} jobs/s, worker CPU"
-                      f" {s['worker_cores']:.2f} cores), {s['samples']:,} samples."
-                      f" Self time by package: {s['self_by_package']}.\n")
+            md.append(
+                f"py-spy (250 Hz, non-idle samples) of one tuned worker process draining"
+                f" {s['n']:,} jobs ({_f(s['jobs_per_s'])} jobs/s, worker CPU"
+                f" {s['worker_cores']:.2f} cores), {s['samples']:,} samples."
+                f" Self time by package: {s['self_by_package']}.\n"
+            )
             md.append("| self % | function |")
             md.append("|---|---|")
             for f, v in s["self"]:
@@ -310,8 +428,10 @@ def write(d: dict[str, Any], out_dir: Path, mode: str) -> Path:
             for f, v in s["inclusive"]:
                 md.append(f"| {v} | `{f}` |")
             md.append("")
-    md.append("Analysis of these figures (where the time goes, ranked suggestions):"
-              " bench/FINDINGS.md, written by hand from a full run; re-check it against a new run.\n")
+    md.append(
+        "Analysis of these figures (where the time goes, ranked suggestions):"
+        " bench/FINDINGS.md, written by hand from a full run; re-check it against a new run.\n"
+    )
     path = out_dir / ("REPORT.md" if mode == "full" else f"REPORT-{mode}.md")
     path.write_text("\n".join(md) + "\n")
     return path

@@ -241,7 +241,9 @@ class PgQueuer(System):
 
     async def verify(self, n: int, cfg: dict[str, Any]) -> tuple[bool, str]:
         left = (await _rows(self.db, "select count(*) from pgqueuer"))[0][0]
-        log = dict(await _rows(self.db, "select status::text, count(*) from pgqueuer_log group by 1"))
+        log = dict(
+            await _rows(self.db, "select status::text, count(*) from pgqueuer_log group by 1")
+        )
         return left == 0 and log.get("successful", 0) == n, f"left={left} log={log}"
 
     async def worker(self, cfg: dict[str, Any], ready: Any) -> None:

@@ -21,9 +21,23 @@ import systems  # noqa: E402
 
 def cli_argv(cfg: dict) -> list[str]:
     exe = os.path.join(os.path.dirname(sys.executable), "pgconductor")
-    argv = [exe, "worker", "start", "--app", "bench_app:conductor", "--queue", "bench",
-            "--concurrency", str(cfg["concurrency"]), "--flush-batch", str(cfg["flush_batch"]),
-            "--stats-interval", "0", "--log-level", "warning"]
+    argv = [
+        exe,
+        "worker",
+        "start",
+        "--app",
+        "bench_app:conductor",
+        "--queue",
+        "bench",
+        "--concurrency",
+        str(cfg["concurrency"]),
+        "--flush-batch",
+        str(cfg["flush_batch"]),
+        "--stats-interval",
+        "0",
+        "--log-level",
+        "warning",
+    ]
     if cfg.get("fetch_batch"):
         argv += ["--fetch-batch", str(cfg["fetch_batch"])]
     return argv
