@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
 import report
 import systems
 from common import (
@@ -239,15 +239,11 @@ def go(procs: list[subprocess.Popen]) -> None:
 
 def stop_workers(procs: list[subprocess.Popen], logs: list[Any]) -> None:
     for p in procs:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     for p in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
     for f in logs:
         f.close()
 
@@ -465,7 +461,8 @@ def section_enqueue(res: Results, m: dict[str, Any]) -> None:
         r = pgbench(pgc.db, "invoke_batch.sql", clients, seconds=secs, k=1000)
         out[f"sql_invoke_batch1000_c{clients}"] = {**r, "rows_per_s": r["tps"] * 1000}
         log(
-            f"RESULT enqueue SQL invoke_batch x1000, {clients} client(s): {r['tps'] * 1000:.0f} rows/s"
+            f"RESULT enqueue SQL invoke_batch x1000, {clients} client(s):"
+            f" {r['tps'] * 1000:.0f} rows/s"
         )
         sql(pgc.db, "truncate bench_raw_jobs")
         r = pgbench(pgc.db, "raw_insert_single.sql", clients, seconds=secs)
@@ -577,7 +574,7 @@ def section_backlog(res: Results, m: dict[str, Any]) -> None:
 
 def _read_records(path: Path, seen: dict[str, float], buf: list[str]) -> None:
     with open(path) as f:
-        f.seek(buf and int(buf[0]) or 0)
+        f.seek((buf and int(buf[0])) or 0)
         chunk = f.read()
         pos = f.tell()
     lines = chunk.split("\n")

@@ -19,7 +19,6 @@ import time
 import uuid
 
 import psycopg
-
 from common import latency_stats, url
 
 DB = "bench_pgconductor"

@@ -12,10 +12,9 @@ import json
 import os
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
-
 from common import url
 
 REC_FILE = os.environ.get("BENCH_REC_FILE")
@@ -50,9 +49,9 @@ async def ensure_database(db: str) -> None:
 class System:
     name = ""
     db = ""
-    vacuum_tables: list[str] = []
+    vacuum_tables: ClassVar[list[str]] = []
     remaining_sql = ""
-    defaults: dict[str, Any] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def cfg(self, cfg: dict[str, Any]) -> dict[str, Any]:
         return {**self.defaults, **cfg}
@@ -70,14 +69,14 @@ class PgConductor(System):
     name = "pgconductor"
     db = "bench_pgconductor"
     queue = "bench"
-    vacuum_tables = [
+    vacuum_tables: ClassVar[list[str]] = [
         "pgconductor.executions",
         "pgconductor.finished_executions",
         "pgconductor.orchestrators",
     ]
     remaining_sql = "select exists(select 1 from pgconductor.executions where queue = 'bench')"
     # The Orchestrator's own defaults (concurrency 10, fetch batch = concurrency, flush 100).
-    defaults = {
+    defaults: ClassVar[dict[str, Any]] = {
         "concurrency": 10,
         "fetch_batch": None,
         "flush_batch": 100,
@@ -124,9 +123,9 @@ class PgConductor(System):
         return live == 0 and states == {"completed": n}, f"live={live} finished={states}"
 
     async def worker(self, cfg: dict[str, Any], ready: Any) -> None:
-        from pgconductor.orchestrator import Orchestrator
-
         from bench_app import conductor
+
+        from pgconductor.orchestrator import Orchestrator
 
         cfg = self.cfg(cfg)
         orch = Orchestrator(
@@ -207,9 +206,14 @@ class _PgcSqlEnqueuer:
 class PgQueuer(System):
     name = "pgqueuer"
     db = "bench_pgqueuer"
-    vacuum_tables = ["pgqueuer", "pgqueuer_log", "pgqueuer_statistics"]
+    vacuum_tables: ClassVar[list[str]] = ["pgqueuer", "pgqueuer_log", "pgqueuer_statistics"]
     remaining_sql = "select exists(select 1 from pgqueuer where status in ('queued', 'picked'))"
-    defaults = {"qms": 1, "batch": 10, "uvloop": True, "dequeue_timeout": 30.0}
+    defaults: ClassVar[dict[str, Any]] = {
+        "qms": 1,
+        "batch": 10,
+        "uvloop": True,
+        "dequeue_timeout": 30.0,
+    }
 
     async def _connect(self) -> Any:
         import asyncpg
@@ -247,7 +251,8 @@ class PgQueuer(System):
         return left == 0 and log.get("successful", 0) == n, f"left={left} log={log}"
 
     async def worker(self, cfg: dict[str, Any], ready: Any) -> None:
-        from pgqueuer import AsyncpgDriver, PgQueuer as Pgq
+        from pgqueuer import AsyncpgDriver
+        from pgqueuer import PgQueuer as Pgq
 
         cfg = self.cfg(cfg)
         managers = []
@@ -300,11 +305,20 @@ class _PgqEnqueuer:
 class Procrastinate(System):
     name = "procrastinate"
     db = "bench_procrastinate"
-    vacuum_tables = ["procrastinate_jobs", "procrastinate_events", "procrastinate_workers"]
+    vacuum_tables: ClassVar[list[str]] = [
+        "procrastinate_jobs",
+        "procrastinate_events",
+        "procrastinate_workers",
+    ]
     remaining_sql = (
         "select exists(select 1 from procrastinate_jobs where status in ('todo', 'doing'))"
     )
-    defaults = {"concurrency": 1, "delete_jobs": "never", "polling": 5.0, "uvloop": False}
+    defaults: ClassVar[dict[str, Any]] = {
+        "concurrency": 1,
+        "delete_jobs": "never",
+        "polling": 5.0,
+        "uvloop": False,
+    }
 
     def app(self, pool: int = 4) -> Any:
         import procrastinate

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import systems  # noqa: E402
+import systems
 
 
 def cli_argv(cfg: dict) -> list[str]:

@@ -21,7 +21,7 @@ if [ ! -x .venv/bin/ruff ] || [ ! -x .venv/bin/mypy ]; then
   echo "lint: ruff/mypy missing in .venv: run make deps" >&2
   exit 1
 fi
-py_paths=(python tests/python tests/e2e/apps demo)
+py_paths=(python tests/python tests/e2e/apps demo bench)
 .venv/bin/ruff check --config python/pyproject.toml "${py_paths[@]}"
 .venv/bin/ruff format --check --config python/pyproject.toml "${py_paths[@]}"
 (cd python && ../.venv/bin/mypy --strict pgconductor)
