@@ -3,30 +3,27 @@
 
 -- The one clock: pgconductor.fake_now when set (tests), else the transaction's start time.
 -- Locks nothing; returns timestamptz. Every time-dependent rule calls this and nothing else.
+-- Hot helpers such as this one use a SQL-standard body (RETURN ...): its names are bound when
+-- the function is created, so there is no search_path to pin, and without a SET clause the
+-- planner inlines the call (a pinned SQL function is planned anew in every statement).
 CREATE FUNCTION pgconductor._now()
 RETURNS timestamptz
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(nullif(current_setting('pgconductor.fake_now', true), '')::timestamptz, now())
-$$;
+RETURN coalesce(nullif(current_setting('pgconductor.fake_now', true), '')::timestamptz, now());
 
 -- A time-ordered uuid (version 7 layout): 48 bits of milliseconds from _now(), then random
 -- bits. New executions get one, so rows invoked together sit together in the heap and
--- claims in (priority, run_at, id) order read few pages. Locks nothing.
+-- claims in (priority, run_at, id) order read few pages. Locks nothing. Inlined (see _now).
 CREATE FUNCTION pgconductor._uuid7()
 RETURNS uuid
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT encode(
-        set_bit(set_bit(
-            overlay(uuid_send(gen_random_uuid())
-                    PLACING substring(int8send(floor(extract(epoch FROM pgconductor._now()) * 1000)::bigint) FROM 3)
-                    FROM 1 FOR 6),
-            52, 1), 53, 1),  -- version nibble 0100 (v4) becomes 0111 (v7); the variant bits stay
-        'hex')::uuid
-$$;
+RETURN encode(
+    set_bit(set_bit(
+        overlay(uuid_send(gen_random_uuid())
+                PLACING substring(int8send(floor(extract(epoch FROM pgconductor._now()) * 1000)::bigint) FROM 3)
+                FROM 1 FOR 6),
+        52, 1), 53, 1),  -- version nibble 0100 (v4) becomes 0111 (v7); the variant bits stay
+    'hex')::uuid;
 
 -- True when p_key is a usable task key: 1-200 characters, no control characters, no
 -- leading or trailing white space. The tables' CHECK constraints spell the same rule out
@@ -34,23 +31,17 @@ $$;
 CREATE FUNCTION pgconductor._valid_task_key(p_key text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT p_key IS NOT NULL
-       AND char_length(p_key) BETWEEN 1 AND 200
-       AND p_key !~ '[[:cntrl:]]'
-       AND p_key = btrim(p_key)
-$$;
+RETURN p_key IS NOT NULL
+   AND char_length(p_key) BETWEEN 1 AND 200
+   AND p_key !~ '[[:cntrl:]]'
+   AND p_key = btrim(p_key);
 
 -- True when p_queue is a valid queue name: 1-48 characters of [a-z0-9_-], starting with a
 -- letter or digit. The partition is named "executions_<queue>", so names map 1:1 to tables.
 CREATE FUNCTION pgconductor._valid_queue_name(p_queue text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT p_queue IS NOT NULL AND p_queue ~ '^[a-z0-9][a-z0-9_-]{0,47}$'
-$$;
+RETURN p_queue IS NOT NULL AND p_queue ~ '^[a-z0-9][a-z0-9_-]{0,47}$';
 
 -- Raises 22023 with a hint unless p_key is a valid task key; returns nothing.
 CREATE FUNCTION pgconductor._assert_task_key(p_key text)

@@ -1,28 +1,8 @@
 -- Enqueueing: invoke() for one execution, invoke_batch() for many in one statement, and
 -- register_task() for a task's settings. All callable from plain SQL and from triggers.
 
--- Resolves the queue of an invocation: the explicit one, else the task's registered queue,
--- else 'default'. Validates it and creates it on demand. Returns the queue name.
-CREATE FUNCTION pgconductor._resolve_queue(p_task_key text, p_queue text)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_queue text := p_queue;
-BEGIN
-    IF v_queue IS NULL THEN
-        SELECT t.queue INTO v_queue FROM pgconductor.tasks AS t WHERE t.key = p_task_key;
-        v_queue := coalesce(v_queue, 'default');
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pgconductor.queues AS q WHERE q.name = v_queue) THEN
-        PERFORM pgconductor.create_queue(v_queue);
-    END IF;
-    RETURN v_queue;
-END
-$$;
-
--- Enqueues one execution of p_task_key and returns its id. With p_dedupe_key: a pending
+-- Enqueues one execution of p_task_key and returns its id. The queue is p_queue, else the
+-- task's registered queue, else 'default' (created on demand). With p_dedupe_key: a pending
 -- execution holding the key is updated in place (same id); a running one lets go of the key
 -- and a new execution is inserted. Notifies pgconductor_invoke when the row is due now.
 CREATE FUNCTION pgconductor.invoke(
@@ -38,12 +18,22 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now   timestamptz := pgconductor._now();
-    v_queue text;
-    v_id    uuid;
+    v_now    timestamptz := pgconductor._now();
+    v_queue  text;
+    v_exists boolean;
+    v_id     uuid;
 BEGIN
-    PERFORM pgconductor._assert_task_key(p_task_key);
-    v_queue := pgconductor._resolve_queue(p_task_key, p_queue);
+    -- The common case costs one lookup: the queue and whether it exists, in one statement.
+    IF NOT pgconductor._valid_task_key(p_task_key) THEN
+        PERFORM pgconductor._assert_task_key(p_task_key);
+    END IF;
+    SELECT r.name, EXISTS (SELECT 1 FROM pgconductor.queues AS q WHERE q.name = r.name)
+      INTO v_queue, v_exists
+      FROM (SELECT coalesce(p_queue, (SELECT t.queue FROM pgconductor.tasks AS t WHERE t.key = p_task_key),
+                            'default') AS name) AS r;
+    IF NOT v_exists THEN
+        PERFORM pgconductor.create_queue(v_queue);
+    END IF;
 
     IF p_dedupe_key IS NULL THEN
         INSERT INTO pgconductor.executions (task_key, queue, payload, run_at, priority)

@@ -1,11 +1,14 @@
 -- Claiming: the one claim shape. Up to p_batch_size due executions of one queue, in
 -- (priority, run_at, id) order, FOR UPDATE SKIP LOCKED, in one statement; each claim takes a
 -- lease (locked_by = orchestrator, lease + 1) and spends an attempt (attempts + 1).
+-- A claim that finds nothing writes nothing: no transaction id, no WAL, no commit flush.
 
--- Claims up to p_batch_size executions of queue p_queue (only p_task_keys, unless NULL) for
--- orchestrator p_orchestrator_id. Skips tasks outside their window and executions whose
--- attempts are exhausted. Row locks: the claimed rows. Returns the claimed executions.
-CREATE FUNCTION pgconductor._claim(p_queue text, p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer)
+-- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
+-- NULL (the worker passes the tasks it has handlers for), for orchestrator p_orchestrator_id.
+-- Skips tasks outside their window and executions whose attempts are exhausted. Row locks:
+-- the claimed rows, then the orchestrator's row. Returns the claimed executions.
+CREATE FUNCTION pgconductor.get_executions(
+    p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer, p_queue text DEFAULT 'default')
 RETURNS SETOF pgconductor.claimed_execution
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -13,6 +16,7 @@ AS $$
 DECLARE
     v_now     timestamptz := pgconductor._now();
     v_blocked text[];
+    v_claimed bigint;
 BEGIN
     IF p_orchestrator_id IS NULL THEN
         RAISE EXCEPTION 'orchestrator id must not be NULL'
@@ -22,19 +26,12 @@ BEGIN
         RAISE EXCEPTION 'batch size must be between 0 and 10000, got %', coalesce(p_batch_size::text, 'NULL')
             USING ERRCODE = '22023', HINT = 'Claim at most as many executions as the worker has free slots.';
     END IF;
-    PERFORM pgconductor._assert_queue_name(p_queue);
+    IF NOT pgconductor._valid_queue_name(p_queue) THEN
+        PERFORM pgconductor._assert_queue_name(p_queue);
+    END IF;
     IF p_batch_size = 0 THEN
         RETURN;
     END IF;
-
-    -- Claimers are orchestrators: make sure recovery can find what this one will hold. A
-    -- claim from one marked expired or stopped proves it alive again: revive it, so that
-    -- recovery watches its heartbeat once more (written only in that case).
-    INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at)
-    VALUES (p_orchestrator_id, v_now, v_now)
-    ON CONFLICT (id) DO UPDATE
-       SET last_heartbeat_at = v_now, expired_at = NULL, stopped_at = NULL, drained = false
-     WHERE o.expired_at IS NOT NULL OR o.stopped_at IS NOT NULL;
 
     -- Tasks outside their daily window right now (decided here, from the small tasks table).
     SELECT coalesce(array_agg(t.key), '{}') INTO v_blocked
@@ -69,6 +66,21 @@ BEGIN
       FROM claimed AS c
       LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
      ORDER BY c.priority, c.run_at, c.id;
+    GET DIAGNOSTICS v_claimed = ROW_COUNT;
+
+    -- Whoever holds executions must be an orchestrator recovery can see. A claim by one marked
+    -- expired or stopped proves it alive again: revive it, so that recovery watches its
+    -- heartbeat once more (written only in that case). This comes after the claim, and only
+    -- when it took something: recovery cannot see the rows claimed here before this commits,
+    -- and if it expired this orchestrator meanwhile, the row lock below waits for it and the
+    -- revival then applies.
+    IF v_claimed > 0 THEN
+        INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at)
+        VALUES (p_orchestrator_id, v_now, v_now)
+        ON CONFLICT (id) DO UPDATE
+           SET last_heartbeat_at = v_now, expired_at = NULL, stopped_at = NULL, drained = false
+         WHERE o.expired_at IS NOT NULL OR o.stopped_at IS NOT NULL;
+    END IF;
 END
 $$;
 
@@ -80,20 +92,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pgconductor._assert_task_key(p_task_key);
-    RETURN QUERY SELECT * FROM pgconductor._claim(
-        coalesce((SELECT t.queue FROM pgconductor.tasks AS t WHERE t.key = p_task_key), 'default'),
-        ARRAY[p_task_key], p_orchestrator_id, p_batch_size);
+    IF NOT pgconductor._valid_task_key(p_task_key) THEN
+        PERFORM pgconductor._assert_task_key(p_task_key);
+    END IF;
+    RETURN QUERY SELECT * FROM pgconductor.get_executions(
+        ARRAY[p_task_key], p_orchestrator_id, p_batch_size,
+        coalesce((SELECT t.queue FROM pgconductor.tasks AS t WHERE t.key = p_task_key), 'default'));
 END
-$$;
-
--- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
--- NULL (the worker passes the tasks it has handlers for). Row locks: the claimed rows.
-CREATE FUNCTION pgconductor.get_executions(
-    p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer, p_queue text DEFAULT 'default')
-RETURNS SETOF pgconductor.claimed_execution
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT * FROM pgconductor._claim(p_queue, p_task_keys, p_orchestrator_id, p_batch_size)
 $$;

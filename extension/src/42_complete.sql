@@ -74,10 +74,8 @@ BEGIN
     RETURN QUERY
     WITH input AS (
         SELECT u.id, u.lease, u.status, u.error, u.result, u.delay_ms, u.ord
-          FROM unnest(p_ids, p_leases, p_statuses,
-                      coalesce(p_errors, array_fill(NULL::text, ARRAY[v_n])),
-                      coalesce(p_results, array_fill(NULL::jsonb, ARRAY[v_n])),
-                      coalesce(p_delays_ms, array_fill(NULL::integer, ARRAY[v_n])))
+          -- A NULL optional array unnests as all NULL (unnest pads the shorter arrays).
+          FROM unnest(p_ids, p_leases, p_statuses, p_errors, p_results, p_delays_ms)
                WITH ORDINALITY AS u(id, lease, status, error, result, delay_ms, ord)
     ), first_of_id AS (
         -- A repeated id is applied once: its first occurrence; the others report 'stale'.

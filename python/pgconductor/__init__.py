@@ -34,7 +34,7 @@ from pgconductor.types import (
 )
 from pgconductor.worker import Worker
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 logging.getLogger("pgconductor").addHandler(logging.NullHandler())
 

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from sqlalchemy.engine import make_url
 
 from pgconductor.db import to_sqlalchemy_url
+
+#: The extension version a fresh `CREATE EXTENSION pgconductor` installs (the control file's).
+EXTENSION_VERSION: str = re.search(  # type: ignore[union-attr]
+    r"default_version\s*=\s*'([^']+)'",
+    (Path(__file__).resolve().parents[2] / "pgconductor.control").read_text(),
+).group(1)
 
 
 def libpq_url(url: str) -> str:

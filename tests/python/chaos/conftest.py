@@ -3,7 +3,7 @@
 - `proxy`: a `FaultProxy` in front of the test server (`upstream`: its address);
 - `echo_server`, `closing_echo_server`: TCP echo servers for the proxy's own tests;
 - `worker_process`: starts `pgconductor worker start` subprocesses, killed afterwards;
-- `extension_script`: throwaway `pgconductor--0.1.0--<version>.sql` update scripts in the
+- `extension_script`: throwaway `pgconductor--<current>--<version>.sql` update scripts in the
   server's extension directory, removed afterwards.
 
 The database fixtures (`db_url`, `fresh_db_url`, `bare_db_url`, `server_url`) and the
@@ -20,9 +20,10 @@ import pytest
 
 from chaos.faultproxy import FaultProxy
 from chaos.support import EchoServer, WorkerProcess, scalar, upstream_of
+from pgtest import EXTENSION_VERSION
 
 #: The extension version every test database starts at.
-BASE_VERSION = "0.1.0"
+BASE_VERSION = EXTENSION_VERSION
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def worker_process(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 
 @pytest.fixture
 def extension_script(server_url: str) -> Iterator[Callable[[str, str], str]]:
-    """Install `pgconductor--0.1.0--<version>.sql` update scripts; remove them afterwards."""
+    """Install `pgconductor--<current>--<version>.sql` update scripts; remove them afterwards."""
     sharedir = Path(
         str(scalar(server_url, "SELECT setting FROM pg_config WHERE name = 'SHAREDIR'"))
     )

@@ -32,7 +32,7 @@ from chaos.support import (
 from pgconductor.db import SCHEMA_LOCK_KEY, RetryPolicy, SqlDatabaseClient
 from pgconductor.errors import PgConductorError, TransientError
 from pgconductor.schema import SchemaManager
-from pgtest import execute, wait_until
+from pgtest import EXTENSION_VERSION, execute, wait_until
 
 
 def set_for_database(url: str, setting: str, value: str) -> None:
@@ -136,7 +136,7 @@ async def test_serialization_failure_is_retried(
     commits, cancel() fails with 40001; the client retries with a new snapshot and wins."""
     (eid,) = invoke(fresh_db_url, [{"n": 1}])
     set_for_database(fresh_db_url, "default_transaction_isolation", "serializable")
-    assert await client.version() == "0.1.0"  # the client's sessions are SERIALIZABLE now
+    assert await client.version() == EXTENSION_VERSION  # the client's sessions are SERIALIZABLE now
     await blocker.execute("UPDATE pgconductor.executions SET priority = 5 WHERE id = %s", (eid,))
     caplog.set_level(logging.WARNING, "pgconductor.db")
     cancel = asyncio.ensure_future(client.cancel(eid, "chaos"))
@@ -211,7 +211,7 @@ async def test_statement_timeout_inside_a_migration_transaction_rolls_it_back(
         with pytest.raises(PgConductorError) as raised:
             await manager.upgrade(to=target)
         assert raised.value.sqlstate == "57014"
-        assert await manager.installed() == "0.1.0"
+        assert await manager.installed() == EXTENSION_VERSION
         assert scalar(fresh_db_url, "SELECT to_regclass('pgconductor.timeout_canary')") is None
         await blocker.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
         await blocker.commit()

@@ -26,10 +26,10 @@ from chaos.support import (
     scalar,
 )
 from pgconductor.errors import PgConductorError, TransientError, VersionMismatch
-from pgconductor.schema import SchemaManager
-from pgtest import execute, wait_until
+from pgconductor.schema import PACKAGE_VERSION, SchemaManager
+from pgtest import EXTENSION_VERSION, execute, wait_until
 
-BASE = "0.1.0"  # the version tests start from (see conftest.extension_script)
+BASE = EXTENSION_VERSION  # the version tests start from (see conftest.extension_script)
 
 
 def cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -151,7 +151,7 @@ async def test_orchestrator_refuses_an_extension_version_it_does_not_support(
     # SchemaManager's `supported` is bound at definition time: patching the module constant
     # SUPPORTED_EXTENSION_VERSIONS alone would not reach it.)
     with monkeypatch.context() as patch:
-        patch.setitem(SchemaManager.__init__.__kwdefaults__, "supported", ("0.2.0",))
+        patch.setitem(SchemaManager.__init__.__kwdefaults__, "supported", ("9.9.0",))
         old = make_orchestrator(make_conductor(fresh_db_url, "A"))
         try:
             with pytest.raises(VersionMismatch) as raised:
@@ -159,11 +159,11 @@ async def test_orchestrator_refuses_an_extension_version_it_does_not_support(
         finally:
             await old.conductor.close()
     assert str(raised.value) == (
-        "pgconductor extension 0.1.0 is installed, but this package (pgconductor 0.1.0)"
-        " supports 0.2.0"
+        f"pgconductor extension {BASE} is installed, but this package"
+        f" (pgconductor {PACKAGE_VERSION}) supports 9.9.0"
     )
     assert raised.value.hint == (
-        "run `pgconductor schema upgrade` (ALTER EXTENSION pgconductor UPDATE TO '0.2.0')"
+        "run `pgconductor schema upgrade` (ALTER EXTENSION pgconductor UPDATE TO '9.9.0')"
     )
 
     # Installed newer than supported: the package asks to be upgraded itself.

@@ -14,7 +14,7 @@ import pytest
 from pgconductor.db import RetryPolicy, SqlDatabaseClient
 from pgconductor.errors import InvalidInput, InvalidState, NotFound, TransientError
 from pgconductor.types import ExecutionResult, ResultStatus, TaskSpec
-from pgtest import execute, libpq_url, wait_until
+from pgtest import EXTENSION_VERSION, execute, libpq_url, wait_until
 
 
 def due_now(url: str, queue: str = "default") -> int:
@@ -36,9 +36,9 @@ def retries(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_version_and_missing_extension(
     sql_client: SqlDatabaseClient, bare_db_url: str
 ) -> None:
-    assert await sql_client.version() == "0.1.0"
-    assert await sql_client.extension_version() == "0.1.0"
-    assert "0.1.0" in await sql_client.available_versions()
+    assert await sql_client.version() == EXTENSION_VERSION
+    assert await sql_client.extension_version() == EXTENSION_VERSION
+    assert EXTENSION_VERSION in await sql_client.available_versions()
     bare = SqlDatabaseClient(bare_db_url)
     try:
         assert await bare.version() is None
@@ -51,9 +51,10 @@ async def test_install_and_upgrade_on_a_bare_database(bare_db_url: str) -> None:
     client = SqlDatabaseClient(bare_db_url)
     try:
         results = await asyncio.gather(*(client.install_extension() for _ in range(3)))
-        assert results == ["0.1.0"] * 3  # concurrent installs serialise on the advisory lock
-        assert await client.upgrade_extension("0.1.0") == "0.1.0"
-        assert await client.upgrade_extension() == "0.1.0"
+        # concurrent installs serialise on the advisory lock
+        assert results == [EXTENSION_VERSION] * 3
+        assert await client.upgrade_extension(EXTENSION_VERSION) == EXTENSION_VERSION
+        assert await client.upgrade_extension() == EXTENSION_VERSION
         with pytest.raises(InvalidInput):
             await client.upgrade_extension("9.9.9")
     finally:

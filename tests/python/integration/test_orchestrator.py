@@ -14,6 +14,7 @@ import pytest
 from pgconductor.conductor import Conductor, TaskContext
 from pgconductor.errors import ExtensionMissing
 from pgconductor.orchestrator import Orchestrator
+from pgconductor.schema import PACKAGE_VERSION
 from pgtest import execute
 
 from .worker_process import WorkerProcess, running_count, states
@@ -65,7 +66,7 @@ async def test_heartbeat_registers_the_orchestrator(
         )
         assert len(rows) == 1
         version, stale_after, has_queue = rows[0]
-        assert version == "0.1.0"
+        assert version == PACKAGE_VERSION
         assert stale_after.total_seconds() == 12
         assert has_queue
         tasks = execute(fresh_db_url, "SELECT key, max_attempts FROM pgconductor.tasks")

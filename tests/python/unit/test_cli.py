@@ -217,9 +217,9 @@ def test_schema_commands(fake: FakeDatabaseClient) -> None:
     check = run("schema", "check")
     assert check.exit_code == 0
     assert "supported: 0.1.0" in check.stdout
-    upgrade = run("schema", "upgrade", "--to", "0.2.0")
+    upgrade = run("schema", "upgrade", "--to", "9.9.0")
     assert upgrade.exit_code == 0
-    assert "is at 0.2.0" in upgrade.stdout
+    assert "is at 9.9.0" in upgrade.stdout
     mismatch = run("schema", "check")
     assert mismatch.exit_code == 1
     assert "hint: upgrade the Python package" in mismatch.stderr

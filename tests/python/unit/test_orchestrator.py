@@ -17,6 +17,7 @@ from pgconductor.conductor import Conductor, TaskContext
 from pgconductor.errors import ExtensionMissing, TransientError, VersionMismatch
 from pgconductor.notifier import SIGNAL_CHANNEL
 from pgconductor.orchestrator import Orchestrator, WorkerConfig
+from pgconductor.schema import PACKAGE_VERSION
 from pgconductor.types import Signal
 from pgconductor.worker import Worker
 
@@ -86,7 +87,7 @@ async def test_start_checks_registers_beats_then_runs(
     (oid, version, stale_after, info, held), _ = fake.calls_to("heartbeat")[0]
     assert held == []  # nothing claimed yet: every lease it holds may be given back
     assert oid == orchestrator.id
-    assert version == "0.1.0"
+    assert version == PACKAGE_VERSION
     assert stale_after.total_seconds() == 30
     assert set(info["queues"]) == {"default", "other"}
     assert info["pid"] == os.getpid()

@@ -29,10 +29,10 @@ async def test_older_extension_asks_for_an_upgrade() -> None:
     with pytest.raises(VersionMismatch) as caught:
         await manager.check()
     assert "0.0.9 is installed" in str(caught.value)
-    assert "supports 0.1.0" in str(caught.value)
+    assert f"supports {', '.join(SUPPORTED_EXTENSION_VERSIONS)}" in str(caught.value)
     assert caught.value.hint is not None
     assert "pgconductor schema upgrade" in caught.value.hint
-    assert "UPDATE TO '0.1.0'" in caught.value.hint
+    assert f"UPDATE TO '{SUPPORTED_EXTENSION_VERSIONS[-1]}'" in caught.value.hint
 
 
 async def test_newer_extension_asks_for_a_newer_package() -> None:

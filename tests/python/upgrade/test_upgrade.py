@@ -52,6 +52,7 @@ SNAPSHOT_QUERIES = {
     "indexes": "SELECT indexdef FROM pg_indexes WHERE schemaname = 'pgconductor'",
     "functions": """
         SELECT p.oid::regprocedure::text || ' ' || md5(p.prosrc)
+               || ' ' || md5(coalesce(pg_get_function_sqlbody(p.oid), ''))
                || ' ' || p.provolatile::text || ' '
                || coalesce(array_to_string(p.proconfig, ','), '') || ' ' || p.prosecdef
                || ' ' || coalesce(array_to_string(p.proacl, ','), 'default-acl')

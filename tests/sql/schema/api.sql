@@ -1,10 +1,11 @@
 -- The public API surface and its privileges.
 -- Cases: every documented function exists with its signature; every function pins its
--- search_path; internal helpers ("_" prefix) are not executable by PUBLIC, except the two
+-- search_path or has a SQL-standard body (names bound at CREATE, so inlinable); the hot
+-- helpers are such bodies; internal helpers ("_" prefix) are not executable by PUBLIC, except the two
 -- that column defaults call; the public API is.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(21);
+SELECT plan(22);
 
 SELECT has_function('pgconductor', 'invoke', ARRAY['text', 'jsonb', 'text', 'timestamp with time zone', 'integer', 'text']);
 SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text[]', 'jsonb[]', 'text[]', 'timestamp with time zone[]', 'integer[]', 'text[]']);
@@ -24,9 +25,14 @@ SELECT has_function('pgconductor', 'retry', ARRAY['uuid']);
 SELECT has_function('pgconductor', 'queue_stats', ARRAY[]::text[]);
 SELECT has_function('pgconductor', 'orchestrator_stats', ARRAY[]::text[]);
 
-SELECT is((SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
-            AND NOT coalesce(proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp'], false)),
-          0::bigint, 'every function pins search_path');
+SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
+            AND NOT coalesce(proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp'], false)
+            AND prosqlbody IS NULL),
+          NULL, 'every function pins search_path or binds its names at CREATE (SQL-standard body)');
+SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
+            AND prosqlbody IS NOT NULL AND proconfig IS NULL),
+          ARRAY['_now', '_uuid7', '_valid_queue_name', '_valid_task_key'],
+          'the hot helpers have no SET clause, so the planner can inline them');
 
 CREATE ROLE pgc_test_outsider;
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
@@ -36,8 +42,8 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
           'PUBLIC may execute only the internal helpers that column defaults need');
 SELECT ok(has_function_privilege('pgc_test_outsider', 'pgconductor.invoke(text, jsonb, text, timestamptz, integer, text)', 'EXECUTE'),
           'PUBLIC may execute the public API');
-SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor._claim(text, text[], uuid, integer)', 'EXECUTE'),
-          'but not the claim internals');
+SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor._finish(uuid, text, text, text)', 'EXECUTE'),
+          'but not the internals (here: _finish)');
 
 SELECT * FROM finish();
 ROLLBACK;
