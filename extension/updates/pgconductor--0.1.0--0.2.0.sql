@@ -2,7 +2,8 @@
 -- * The small helpers _now, _uuid7, _valid_task_key and _valid_queue_name get SQL-standard
 --   bodies without a SET clause, so the planner inlines them (column defaults included).
 -- * invoke() resolves its queue in one statement (_resolve_queue is gone).
--- * get_executions() claims in one PL/pgSQL function (_claim is gone), and an empty claim
+-- * get_executions() claims in one PL/pgSQL function (_claim is gone) whose UPDATE finds the
+--   picked rows by primary key (the join it replaces could scan the whole partition); an empty claim
 --   writes nothing: the orchestrator row is touched only when something was claimed.
 -- * return_executions() unnests NULL optional arrays directly.
 \echo Use "ALTER EXTENSION pgconductor UPDATE TO '0.2.0'" to load this file. \quit
@@ -153,25 +154,27 @@ BEGIN
      WHERE t.window_start IS NOT NULL
        AND NOT pgconductor._in_window(t.window_start, t.window_end, t.timezone, v_now);
 
+    -- The UPDATE finds the picked rows by primary key in one partition (id = ANY of the picked
+    -- ids, queue = p_queue): a join with the picked rows instead lets the planner hash-join a
+    -- scan of the whole partition, which made every claim cost O(backlog).
     RETURN QUERY
-    WITH picked AS MATERIALIZED (
-        SELECT e.id, e.queue
-          FROM pgconductor.executions AS e
-         WHERE e.queue = p_queue
-           AND e.locked_by IS NULL
-           AND e.run_at <= v_now
-           AND (p_task_keys IS NULL OR e.task_key = ANY (p_task_keys))
-           AND NOT (e.task_key = ANY (v_blocked))
-           AND (e.attempts = 0
-                OR e.attempts < coalesce((SELECT t.max_attempts FROM pgconductor.tasks AS t WHERE t.key = e.task_key), 3))
-         ORDER BY e.priority, e.run_at, e.id
-         LIMIT p_batch_size
-           FOR UPDATE SKIP LOCKED
-    ), claimed AS (
+    WITH claimed AS (
         UPDATE pgconductor.executions AS e
            SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1, lease = e.lease + 1
-          FROM picked AS p
-         WHERE e.id = p.id AND e.queue = p.queue
+         WHERE e.queue = p_queue
+           AND e.id = ANY (ARRAY(
+               SELECT c.id
+                 FROM pgconductor.executions AS c
+                WHERE c.queue = p_queue
+                  AND c.locked_by IS NULL
+                  AND c.run_at <= v_now
+                  AND (p_task_keys IS NULL OR c.task_key = ANY (p_task_keys))
+                  AND NOT (c.task_key = ANY (v_blocked))
+                  AND (c.attempts = 0
+                       OR c.attempts < coalesce((SELECT t.max_attempts FROM pgconductor.tasks AS t WHERE t.key = c.task_key), 3))
+                ORDER BY c.priority, c.run_at, c.id
+                LIMIT p_batch_size
+                  FOR UPDATE SKIP LOCKED))
         RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at, e.lease
     )
     SELECT c.id, c.task_key, c.queue, c.payload, c.attempts,
