@@ -65,6 +65,17 @@ class System:
 
 
 # ------------------------------------------------------------------------------------------
+def _orchestrator_defaults() -> dict[str, Any]:
+    """concurrency, fetch_batch, flush_batch and flush_interval as Orchestrator() defaults them."""
+    import inspect
+
+    from pgconductor.orchestrator import Orchestrator
+
+    params = inspect.signature(Orchestrator.__init__).parameters
+    names = ("concurrency", "fetch_batch", "flush_batch", "flush_interval")
+    return {name: params[name].default for name in names}
+
+
 class PgConductor(System):
     name = "pgconductor"
     db = "bench_pgconductor"
@@ -75,12 +86,9 @@ class PgConductor(System):
         "pgconductor.orchestrators",
     ]
     remaining_sql = "select exists(select 1 from pgconductor.executions where queue = 'bench')"
-    # The Orchestrator's own defaults (concurrency 10, fetch batch = concurrency, flush 100).
+    # The Orchestrator's own defaults, read from its signature (so "default" never drifts).
     defaults: ClassVar[dict[str, Any]] = {
-        "concurrency": 10,
-        "fetch_batch": None,
-        "flush_batch": 100,
-        "flush_interval": 0.005,
+        **_orchestrator_defaults(),
         "uvloop": False,
         "mode": "api",
     }
