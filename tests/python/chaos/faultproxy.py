@@ -23,6 +23,11 @@ Faults:
   (ReadyForQuery, idle: committed in autocommit or after COMMIT) and holds that reply and
   everything after it: the server has committed, the client never hears so. Cut the
   proxy then, and the client faces a commit whose outcome it cannot know.
+
+  A prepared statement's text crosses the wire once per connection, in the Parse message
+  that precedes its first run (psycopg waits for that reply before executing). To act on
+  the run rather than the preparation, end the patterns with `EXECUTE`, the Execute message
+  libpq sends to run a statement of the extended protocol.
 - `reset()`: clear every fault and trigger (held bytes flow again, cut ends).
 
 Counters (`stats()`): connections accepted, refused while cut, active, peak active, bytes each
@@ -45,7 +50,7 @@ from typing import Any, Literal, TypeVar
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.engine import make_url
 
-__all__ = ["Direction", "FaultProxy", "ProxyStats", "Trigger"]
+__all__ = ["EXECUTE", "Direction", "FaultProxy", "ProxyStats", "Trigger"]
 
 log = logging.getLogger("faultproxy")
 T = TypeVar("T")
@@ -55,6 +60,8 @@ _CHUNK = 65536
 #: ReadyForQuery, transaction status idle: the server has ended the transaction (committed,
 #: or rolled back) and is ready for the next query.
 _READY_IDLE = b"Z\x00\x00\x00\x05I"
+#: Execute of the unnamed portal, all rows: libpq runs an extended-protocol statement.
+EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"
 
 
 def _directions(direction: str) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from chaos.app import GATES, make_conductor
-from chaos.faultproxy import FaultProxy
+from chaos.faultproxy import EXECUTE, FaultProxy
 from chaos.support import (
     check_invariants,
     finished_count,
@@ -37,7 +37,7 @@ async def test_cut_while_claiming_then_everything_completes(
     without spending one)."""
     prepare(fresh_db_url)
     ids = invoke(fresh_db_url, [{"n": i} for i in range(20)])
-    claim = proxy.trigger([b"get_executions"], action="cut")
+    claim = proxy.trigger([b"get_executions", EXECUTE], action="cut")
     orch = make_orchestrator(
         make_conductor(proxy.url_for(fresh_db_url), "A", ledger_url=fresh_db_url)
     )
@@ -62,7 +62,7 @@ async def test_claim_committed_but_its_reply_lost_then_everything_completes(
     which list what it really holds, must get them back, and everything completes."""
     prepare(fresh_db_url)
     ids = invoke(fresh_db_url, [{"n": i} for i in range(5)])
-    claim = proxy.trigger([b"get_executions"], action="lose_reply")
+    claim = proxy.trigger([b"get_executions", EXECUTE], action="lose_reply")
     orch = make_orchestrator(
         make_conductor(proxy.url_for(fresh_db_url), "A", ledger_url=fresh_db_url)
     )
@@ -96,7 +96,7 @@ async def test_claim_reply_delayed_past_heartbeats_runs_each_attempt_once(
     attempt may run twice."""
     prepare(fresh_db_url)
     ids = invoke(fresh_db_url, [{"n": i} for i in range(3)])
-    claim = proxy.trigger([b"get_executions"], action="stall")
+    claim = proxy.trigger([b"get_executions", EXECUTE], action="stall")
     orch = make_orchestrator(
         make_conductor(proxy.url_for(fresh_db_url), "A", ledger_url=fresh_db_url)
     )
@@ -127,7 +127,7 @@ async def test_flush_commit_outcome_unknown_is_retried_and_reported_stale(
     try:
         async with running(orch):
             await wait_until(lambda: started(fresh_db_url, ids) == n, timeout=10)
-            flush = proxy.trigger([b"return_executions"], action="lose_reply")
+            flush = proxy.trigger([b"return_executions", EXECUTE], action="lose_reply")
             GATES["flush"].set()
             assert await flush.wait_async(10)
             # The server applied the batch and committed; the worker waits for the reply.

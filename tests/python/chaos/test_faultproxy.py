@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from chaos.faultproxy import FaultProxy
+from chaos.faultproxy import EXECUTE, FaultProxy
 from chaos.support import EchoServer
 from pgtest import execute
 
@@ -223,6 +223,23 @@ def test_trigger_lose_reply_makes_a_commit_outcome_unknown(
         assert committed()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("prepare", [True, False])
+def test_trigger_with_execute_acts_when_a_statement_runs(
+    proxy: FaultProxy, db_url: str, prepare: bool
+) -> None:
+    """A prepared statement's text goes out in a Parse of its own, before it runs: ending the
+    patterns with EXECUTE cuts after the run, so the server did the write either way."""
+    execute(db_url, "CREATE TABLE IF NOT EXISTS proxy_prepared_probe (tag text)")
+    tag = f"prepare={prepare}"
+    trig = proxy.trigger([b"proxy_prepared_probe", EXECUTE], action="cut")
+    with psycopg.connect(proxy.url_for(db_url), autocommit=True) as conn:
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("INSERT INTO proxy_prepared_probe VALUES (%s)", (tag,), prepare=prepare)
+    assert trig.wait(1)
+    rows = execute(db_url, "SELECT count(*) FROM proxy_prepared_probe WHERE tag = %s", tag)
+    assert rows == [(1,)]
 
 
 def test_slow_close_keeps_the_client_side_open(closing_echo_server: EchoServer) -> None:
