@@ -1,7 +1,6 @@
 """SqlDatabaseClient without a server: retry, abort, cancellation, savepoints, parameters.
 
-A stub engine stands in for SQLAlchemy's: each `execute` pops the next planned outcome (rows
-or an exception) and records the statement and parameters.
+The stub engine (`db_stubs`) plays every statement from a plan of rows and exceptions.
 """
 
 from __future__ import annotations
@@ -10,17 +9,13 @@ import asyncio
 import datetime as dt
 import decimal
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import errors as pg_errors
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pgconductor.db import RetryPolicy, SqlDatabaseClient, to_json, to_sqlalchemy_url
@@ -33,149 +28,15 @@ from pgconductor.errors import (
 from pgconductor.retry import retry_async, retry_sync
 from pgconductor.types import ExecutionResult, ResultStatus, TaskSpec
 
-FAST = RetryPolicy(max_attempts=4, base=0.001, cap=0.002)
-
-
-def refused() -> sa_exc.OperationalError:
-    return sa_exc.OperationalError("SELECT 1", {}, psycopg.OperationalError("refused"))
-
-
-class StubResult:
-    """Enough of a SQLAlchemy result for the client's fetchers."""
-
-    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
-        self.rows = rows
-
-    def scalar_one(self) -> Any:
-        assert len(self.rows) == 1
-        return self.rows[0][0]
-
-    def scalar_one_or_none(self) -> Any:
-        return self.rows[0][0] if self.rows else None
-
-    def first(self) -> tuple[Any, ...] | None:
-        return self.rows[0] if self.rows else None
-
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return iter(self.rows)
-
-
-class StubConn:
-    """Records statements; answers with the engine's planned outcomes."""
-
-    def __init__(self, engine: StubEngine, in_tx: bool = False) -> None:
-        self.engine = engine
-        self.in_tx = in_tx
-        self.opened: list[str] = []
-
-    def _execute(self, stmt: Any, params: dict[str, Any]) -> StubResult:
-        self.engine.executed.append((stmt.text, params))
-        outcome = self.engine.plan.pop(0) if self.engine.plan else [(None,)]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return StubResult(outcome)
-
-    async def execute(self, stmt: Any, params: dict[str, Any]) -> StubResult:
-        return self._execute(stmt, params)
-
-    def in_transaction(self) -> bool:
-        return self.in_tx
-
-    @asynccontextmanager
-    async def _tx(self, kind: str) -> AsyncIterator[None]:
-        self.opened.append(kind)
-        yield
-
-    def begin(self) -> Any:
-        return self._tx("begin")
-
-    def begin_nested(self) -> Any:
-        return self._tx("savepoint")
-
-
-class SyncStubConn(StubConn):
-    """The blocking twin of StubConn."""
-
-    def execute(self, stmt: Any, params: dict[str, Any]) -> StubResult:  # type: ignore[override]
-        return self._execute(stmt, params)
-
-    @contextmanager
-    def _sync_tx(self, kind: str) -> Iterator[None]:
-        self.opened.append(kind)
-        yield
-
-    def begin(self) -> Any:
-        return self._sync_tx("begin")
-
-    def begin_nested(self) -> Any:
-        return self._sync_tx("savepoint")
-
-
-class StubEngine:
-    """Plays an AsyncEngine (or, with sync=True, an Engine)."""
-
-    url = make_url("postgresql+psycopg://u@localhost/db")
-
-    def __init__(self, *plan: Any, sync: bool = False) -> None:
-        self.plan = list(plan)
-        self.executed: list[tuple[str, dict[str, Any]]] = []
-        self.sync = sync
-        self.disposed = False
-
-    def begin(self) -> Any:
-        if self.sync:
-            return SyncStubConn(self)._sync_tx("begin")
-        conn = StubConn(self)
-
-        @asynccontextmanager
-        async def cm() -> AsyncIterator[StubConn]:
-            yield conn
-
-        return cm()
-
-    def execution_options(self, **options: Any) -> StubEngine:
-        """Autocommit and the like change nothing for the stub."""
-        return self
-
-    def connect(self) -> Any:
-        """Single-statement calls run on `connect()` (autocommit) instead of `begin()`."""
-        return self.begin()
-
-    async def dispose(self) -> None:
-        self.disposed = True
-
-
-class SyncBegin:
-    """`with engine.begin() as conn` for the sync stub."""
-
-    def __init__(self, engine: StubEngine) -> None:
-        self.engine = engine
-
-    def __enter__(self) -> SyncStubConn:
-        return SyncStubConn(self.engine)
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class SyncStubEngine(StubEngine):
-    """Plays a sync Engine."""
-
-    def begin(self) -> Any:
-        return SyncBegin(self)
-
-    def dispose(self) -> None:  # type: ignore[override]
-        self.disposed = True
-
-
-def client_with(
-    *plan: Any, abort: asyncio.Event | None = None
-) -> tuple[SqlDatabaseClient, StubEngine]:
-    client = SqlDatabaseClient("postgresql://u@localhost/db", retry=FAST, abort=abort)
-    engine = StubEngine(*plan)
-    client.engine = engine  # type: ignore[assignment]
-    return client, engine
-
+from .db_stubs import (
+    FAST,
+    StubConn,
+    StubEngine,
+    SyncStubConn,
+    SyncStubEngine,
+    client_with,
+    refused,
+)
 
 # -- RetryPolicy ------------------------------------------------------------------------
 
@@ -359,7 +220,7 @@ async def test_sync_invoke_without_connection_uses_an_own_retried_engine() -> No
     sync_engine.plan.append([(True,)])
     assert client.create_queue_sync("q") is True
     assert sync_engine.executed[-1] == (
-        "SELECT pgconductor.create_queue(CAST(:queue AS text))",
+        "SELECT pgconductor.create_queue(CAST(%(queue)b AS text))",
         {"queue": "q"},
     )
     await client.close()
@@ -388,7 +249,7 @@ async def test_each_method_binds_its_parameters() -> None:
         [(None,)],  # register_task
         [(True,)],  # create_queue
         [(False,)],  # drop_queue
-        [(eid, "t", "q", {"a": 1}, 1, 3, 0, now, 500, 7)],  # get_executions
+        [(eid, "t", "q", '{"a": 1}', 1, 3, 0, now, 500, 7)],  # get_executions
         [(eid, "completed")],  # return_executions
         [("cancel", eid), ("shutdown", None)],  # heartbeat
         [(eid, "released")],  # recover_stale
@@ -437,7 +298,8 @@ async def test_each_method_binds_its_parameters() -> None:
     assert params["register_task"]["window_start"] == dt.time(9)
     assert params["register_task"]["timeout"] == dt.timedelta(1)
     assert params["return_executions"]["statuses"] == ["failed"]
-    assert params["return_executions"]["results"] == [None]
+    assert params["return_executions"]["errors"] == ["x"]
+    assert params["return_executions"]["results"] is None  # all NULL: sent as NULL
     assert params["return_executions"]["delays_ms"] == [10]
     assert params["heartbeat"]["info"] == '{"pid":1}'
     assert params["cancel"]["reason"] == "why"

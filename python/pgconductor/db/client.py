@@ -1,0 +1,257 @@
+"""`SqlDatabaseClient`: one typed method per `pgconductor.*` SQL function, same name."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Collection, Sequence
+from dataclasses import fields
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pgconductor.db import rows
+from pgconductor.db.runner import StatementRunner
+from pgconductor.db.statements import CALLS, alter_extension, create_extension
+from pgconductor.encoding import to_json
+from pgconductor.errors import PgConductorError
+from pgconductor.types import (
+    ClaimedExecution,
+    ExecutionInfo,
+    ExecutionResult,
+    OrchestratorInfo,
+    QueueStats,
+    ReturnOutcome,
+    Signal,
+    TaskSpec,
+)
+
+__all__ = ["SqlDatabaseClient"]
+
+
+class SqlDatabaseClient(StatementRunner):
+    """`DatabaseClient` over a SQLAlchemy `AsyncEngine`, with transient-error retry.
+
+    Pass a URL (plain `postgresql://` is accepted) or an existing `AsyncEngine`. `abort`,
+    when set, stops retrying (the error is raised at once); cancellation always propagates.
+    `prepare=False` for transaction-mode poolers that cannot keep prepared statements.
+    """
+
+    def with_abort(self, abort: asyncio.Event | None) -> SqlDatabaseClient:
+        """A client sharing this engine whose retries stop when `abort` is set."""
+        return SqlDatabaseClient(
+            self.engine, retry=self.retry_policy, abort=abort, prepare=self.prepare
+        )
+
+    # -- enqueue ------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        task_key: str,
+        payload: Any,
+        *,
+        queue: str | None = None,
+        run_at: dt.datetime | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> UUID:
+        """Call `pgconductor.invoke`; return the execution id."""
+        params = rows.invoke_params(task_key, payload, queue, run_at, priority, dedupe_key)
+        uuid: UUID = await self._run(CALLS["invoke"], params, rows.scalar, conn)
+        return uuid
+
+    async def invoke_batch(
+        self,
+        task_keys: Sequence[str],
+        payloads: Sequence[Any],
+        *,
+        queues: Sequence[str | None] | None = None,
+        run_ats: Sequence[dt.datetime | None] | None = None,
+        priorities: Sequence[int | None] | None = None,
+        dedupe_keys: Sequence[str | None] | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> list[UUID]:
+        """Call the parallel-array `pgconductor.invoke_batch`; ids in input order."""
+        params = rows.batch_params(task_keys, payloads, queues, run_ats, priorities, dedupe_keys)
+        return await self._run(CALLS["invoke_batch"], params, rows.first_column, conn)
+
+    def invoke_sync(
+        self,
+        task_key: str,
+        payload: Any,
+        *,
+        queue: str | None = None,
+        run_at: dt.datetime | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        conn: Connection | None = None,
+    ) -> UUID:
+        """Blocking `invoke`, on the caller's sync `Connection` when given."""
+        params = rows.invoke_params(task_key, payload, queue, run_at, priority, dedupe_key)
+        uuid: UUID = self._run_sync(CALLS["invoke"], params, rows.scalar, conn)
+        return uuid
+
+    def invoke_batch_sync(
+        self,
+        task_keys: Sequence[str],
+        payloads: Sequence[Any],
+        *,
+        queues: Sequence[str | None] | None = None,
+        run_ats: Sequence[dt.datetime | None] | None = None,
+        priorities: Sequence[int | None] | None = None,
+        dedupe_keys: Sequence[str | None] | None = None,
+        conn: Connection | None = None,
+    ) -> list[UUID]:
+        """Blocking `invoke_batch`, on the caller's sync `Connection` when given."""
+        params = rows.batch_params(task_keys, payloads, queues, run_ats, priorities, dedupe_keys)
+        return self._run_sync(CALLS["invoke_batch"], params, rows.first_column, conn)
+
+    def create_queue_sync(self, queue: str) -> bool:
+        """Blocking `create_queue` in an own transaction."""
+        return bool(self._run_sync(CALLS["create_queue"], {"queue": queue}, rows.scalar, None))
+
+    # -- registry -----------------------------------------------------------------------
+
+    async def register_task(self, spec: TaskSpec) -> None:
+        """Call `pgconductor.register_task` with the spec's settings."""
+        params = {f.name: getattr(spec, f.name) for f in fields(spec)}  # = SQL arg names
+        await self._run(CALLS["register_task"], params, rows.nothing)
+
+    async def create_queue(self, queue: str) -> bool:
+        """Call `pgconductor.create_queue`; True when the queue was created."""
+        return bool(await self._run(CALLS["create_queue"], {"queue": queue}, rows.scalar))
+
+    async def drop_queue(self, queue: str, force: bool = False) -> bool:
+        """Call `pgconductor.drop_queue`; True when the queue was dropped."""
+        params = {"queue": queue, "force": force}
+        return bool(await self._run(CALLS["drop_queue"], params, rows.scalar))
+
+    # -- claim and complete -------------------------------------------------------------
+
+    async def get_executions(
+        self, orchestrator_id: UUID, queue: str, task_keys: Sequence[str] | None, batch_size: int
+    ) -> list[ClaimedExecution]:
+        """Call `pgconductor.get_executions` (the task-keys overload)."""
+        params = {
+            "task_keys": None if task_keys is None else list(task_keys),
+            "orchestrator_id": orchestrator_id,
+            "batch_size": batch_size,
+            "queue": queue,
+        }
+        return await self._run(CALLS["get_executions"], params, rows.claimed_executions)
+
+    async def return_executions(
+        self, orchestrator_id: UUID, results: Sequence[ExecutionResult]
+    ) -> list[ReturnOutcome]:
+        """Call `pgconductor.return_executions` with parallel arrays (NULL for all-NULL ones)."""
+        if not results:
+            return []
+        params = rows.return_params(orchestrator_id, results)
+        return await self._run(CALLS["return_executions"], params, rows.outcomes)
+
+    # -- liveness and recovery ----------------------------------------------------------
+
+    async def heartbeat(
+        self,
+        orchestrator_id: UUID,
+        version: str,
+        stale_after: dt.timedelta,
+        info: dict[str, Any],
+        *,
+        held: Collection[UUID] | None = None,
+    ) -> list[Signal]:
+        """Call `pgconductor.heartbeat`; return the signals it took.
+
+        `held`: every execution this process still needs; SQL gives back the others it holds
+        (claims whose reply was lost). None skips that reconciliation.
+        """
+        params = {
+            "orchestrator_id": orchestrator_id,
+            "version": version,
+            "stale_after": stale_after,
+            "info": to_json(info),
+            "held": None if held is None else list(held),
+        }
+        return await self._run(CALLS["heartbeat"], params, rows.signals)
+
+    async def recover_stale(self, limit: int = 1000) -> list[ReturnOutcome]:
+        """Call `pgconductor.recover_stale`."""
+        return await self._run(CALLS["recover_stale"], {"limit": limit}, rows.outcomes)
+
+    async def release_orchestrator(
+        self, orchestrator_id: UUID, *, keep: Collection[UUID] | None = None
+    ) -> int:
+        """Call `pgconductor.release_orchestrator` (keeping `keep`); return how many it released."""
+        params = {"orchestrator_id": orchestrator_id, "keep": None if keep is None else list(keep)}
+        return int(await self._run(CALLS["release_orchestrator"], params, rows.scalar))
+
+    async def request_shutdown(self, orchestrator_id: UUID | None = None) -> int:
+        """Call `pgconductor.request_shutdown`; return how many were signalled."""
+        params = {"orchestrator_id": orchestrator_id}
+        return int(await self._run(CALLS["request_shutdown"], params, rows.scalar))
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def cancel(self, execution_id: UUID, reason: str = "cancelled by user") -> str:
+        """Call `pgconductor.cancel`."""
+        params = {"execution_id": execution_id, "reason": reason}
+        return str(await self._run(CALLS["cancel"], params, rows.scalar))
+
+    async def retry(self, execution_id: UUID) -> UUID:
+        """Call `pgconductor.retry`; return the execution id."""
+        params = {"execution_id": execution_id}
+        uuid: UUID = await self._run(CALLS["retry"], params, rows.scalar)
+        return uuid
+
+    async def get_execution(self, execution_id: UUID) -> ExecutionInfo | None:
+        """Call `pgconductor.get_execution`; None when the id is unknown."""
+        params = {"execution_id": execution_id}
+        return await self._run(CALLS["get_execution"], params, rows.execution_info)
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Call `pgconductor.queue_stats`, ordered by queue name."""
+        return await self._run(CALLS["queue_stats"], {}, rows.queue_stats)
+
+    async def orchestrator_stats(self) -> list[OrchestratorInfo]:
+        """Call `pgconductor.orchestrator_stats`: live ones first."""
+        return await self._run(CALLS["orchestrator_stats"], {}, rows.orchestrators)
+
+    async def prune_finished(self, older_than: dt.timedelta, limit: int = 10000) -> int:
+        """Call `pgconductor.prune_finished`; return how many rows it deleted."""
+        params = {"older_than": older_than, "limit": limit}
+        return int(await self._run(CALLS["prune_finished"], params, rows.scalar))
+
+    async def version(self) -> str | None:
+        """Call `pgconductor.version()`; None when the extension is not installed."""
+        try:
+            found = await self._run(CALLS["version"], {}, rows.scalar)
+        except PgConductorError as exc:
+            if exc.sqlstate in ("3F000", "42883"):  # no schema pgconductor / no function
+                return None
+            raise
+        return None if found is None else str(found)
+
+    # -- schema management (used by SchemaManager) --------------------------------------
+
+    async def extension_version(self) -> str | None:
+        """The version recorded in `pg_extension`, or None when not installed."""
+        found = await self._run(CALLS["extension_version"], {}, rows.scalar_or_none)
+        return None if found is None else str(found)
+
+    async def available_versions(self) -> list[str]:
+        """Versions of the extension the server can install (`pg_available_extension_versions`)."""
+        found = await self._run(CALLS["available_versions"], {}, rows.first_column)
+        return [str(version) for version in found]
+
+    async def install_extension(self, version: str | None = None) -> str | None:
+        """`CREATE EXTENSION IF NOT EXISTS pgconductor` under the schema advisory lock."""
+        await self._run_locked("install_extension", create_extension(version))
+        return await self.extension_version()
+
+    async def upgrade_extension(self, to: str | None = None) -> str | None:
+        """`ALTER EXTENSION pgconductor UPDATE [TO version]` under the schema advisory lock."""
+        await self._run_locked("upgrade_extension", alter_extension(to))
+        return await self.extension_version()

@@ -1,0 +1,215 @@
+"""Values in and out of the SQL calls: bind parameters, and rows turned into dataclasses.
+
+Every reader takes a list of rows (tuples from psycopg, or SQLAlchemy `Row`s: both index
+the same way), so one reader serves both ways a statement can run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from json import JSONDecoder
+from operator import attrgetter
+from typing import Any, TypeVar
+from uuid import UUID
+
+from pgconductor.encoding import to_json
+from pgconductor.types import (
+    ClaimedExecution,
+    ExecutionInfo,
+    ExecutionResult,
+    OrchestratorInfo,
+    QueueStats,
+    ReturnOutcome,
+    Signal,
+)
+
+__all__ = [
+    "Fetch",
+    "RowList",
+    "batch_params",
+    "claimed_execution",
+    "claimed_executions",
+    "execution_info",
+    "first_column",
+    "invoke_params",
+    "nothing",
+    "optional_array",
+    "orchestrators",
+    "outcomes",
+    "queue_stats",
+    "return_params",
+    "scalar",
+    "scalar_or_none",
+    "signals",
+]
+
+T = TypeVar("T")
+#: What a statement returned: a list of rows, each indexable by column position.
+RowList = Sequence[Sequence[Any]]
+#: Turns the rows of one statement into the method's return value.
+Fetch = Callable[[RowList], T]
+
+
+# -- parameters -----------------------------------------------------------------------------
+
+
+def optional_array(values: Sequence[T | None] | None) -> list[T | None] | None:
+    """`values` as a list, or None (SQL NULL) when absent or all NULL.
+
+    The optional arrays of `invoke_batch` and `return_executions` treat a NULL array as one
+    NULL per element, and NULL costs nothing to send.
+    """
+    if values is None:
+        return None
+    items = list(values)
+    return None if items.count(None) == len(items) else items
+
+
+def invoke_params(
+    task_key: str,
+    payload: Any,
+    queue: str | None,
+    run_at: dt.datetime | None,
+    priority: int,
+    dedupe_key: str | None,
+) -> dict[str, Any]:
+    """The binds of `invoke`."""
+    return {
+        "task_key": task_key,
+        "payload": to_json(payload),
+        "queue": queue,
+        "run_at": run_at,
+        "priority": priority,
+        "dedupe_key": dedupe_key,
+    }
+
+
+def batch_params(
+    task_keys: Sequence[str],
+    payloads: Sequence[Any],
+    queues: Sequence[str | None] | None,
+    run_ats: Sequence[dt.datetime | None] | None,
+    priorities: Sequence[int | None] | None,
+    dedupe_keys: Sequence[str | None] | None,
+) -> dict[str, Any]:
+    """The binds of `invoke_batch` (parallel arrays; optional ones NULL when all NULL)."""
+    return {
+        "task_keys": list(task_keys),
+        "payloads": [to_json(p) for p in payloads],
+        "queues": optional_array(queues),
+        "run_ats": optional_array(run_ats),
+        "priorities": optional_array(priorities),
+        "dedupe_keys": optional_array(dedupe_keys),
+    }
+
+
+_ID, _LEASE, _STATUS, _ERROR, _RESULT, _DELAY = (
+    attrgetter(name) for name in ("id", "lease", "status", "error", "result", "delay_ms")
+)
+
+
+def return_params(orchestrator_id: UUID, results: Sequence[ExecutionResult]) -> dict[str, Any]:
+    """The binds of `return_executions`: one array per field, NULL for an all-NULL one."""
+    values = list(map(_RESULT, results))
+    return {
+        "orchestrator_id": orchestrator_id,
+        "ids": list(map(_ID, results)),
+        "leases": list(map(_LEASE, results)),
+        "statuses": [str(status) for status in map(_STATUS, results)],
+        "errors": optional_array(list(map(_ERROR, results))),
+        "results": optional_array([None if v is None else to_json(v) for v in values]),
+        "delays_ms": optional_array(list(map(_DELAY, results))),
+    }
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+def nothing(rows: RowList) -> None:
+    """For statements whose answer is not needed."""
+
+
+def scalar(rows: RowList) -> Any:
+    """The single value of a one-row, one-column answer."""
+    return rows[0][0]
+
+
+def scalar_or_none(rows: RowList) -> Any:
+    """The first row's first value, or None when there is no row."""
+    return rows[0][0] if rows else None
+
+
+def first_column(rows: RowList) -> list[Any]:
+    """The first value of every row."""
+    return [row[0] for row in rows]
+
+
+def outcomes(rows: RowList) -> list[ReturnOutcome]:
+    """`(id, outcome)` rows."""
+    return [ReturnOutcome(row[0], row[1]) for row in rows]
+
+
+def signals(rows: RowList) -> list[Signal]:
+    """`(kind, execution_id)` rows."""
+    return [Signal(row[0], row[1]) for row in rows]
+
+
+def execution_info(rows: RowList) -> ExecutionInfo | None:
+    """The row of `get_execution`, or None when the id is unknown."""
+    return ExecutionInfo(*rows[0]) if rows else None
+
+
+def queue_stats(rows: RowList) -> list[QueueStats]:
+    """`queue_stats` rows, counts as ints."""
+    return [QueueStats(row[0], *map(int, row[1:])) for row in rows]
+
+
+def orchestrators(rows: RowList) -> list[OrchestratorInfo]:
+    """`orchestrator_stats` rows."""
+    return [OrchestratorInfo(*row) for row in rows]
+
+
+_decode_json = JSONDecoder().raw_decode
+_new = object.__new__
+# The slot setters of ClaimedExecution, in field order; the unpacking fails at import if the
+# dataclass gains or loses a field without this module following.
+(
+    _set_id,
+    _set_task_key,
+    _set_queue,
+    _set_payload,
+    _set_attempt,
+    _set_max_attempts,
+    _set_priority,
+    _set_run_at,
+    _set_timeout_ms,
+    _set_lease,
+) = (getattr(ClaimedExecution, f.name).__set__ for f in fields(ClaimedExecution))
+
+
+def claimed_execution(row: Sequence[Any]) -> ClaimedExecution:
+    """One `get_executions` row, its payload as JSON text, as a `ClaimedExecution`.
+
+    This is the worker's per-job decoding, so it skips the frozen dataclass's `__init__`
+    (one `object.__setattr__` per field) and sets the slots directly: half the cost, same
+    object. PostgreSQL prints jsonb as canonical JSON, which `raw_decode` reads as it is.
+    """
+    claimed = _new(ClaimedExecution)
+    _set_id(claimed, row[0])
+    _set_task_key(claimed, row[1])
+    _set_queue(claimed, row[2])
+    _set_payload(claimed, None if row[3] is None else _decode_json(row[3])[0])
+    _set_attempt(claimed, row[4])
+    _set_max_attempts(claimed, row[5])
+    _set_priority(claimed, row[6])
+    _set_run_at(claimed, row[7])
+    _set_timeout_ms(claimed, row[8])
+    _set_lease(claimed, row[9])
+    return claimed
+
+
+def claimed_executions(rows: RowList) -> list[ClaimedExecution]:
+    """Every row of a claim."""
+    return list(map(claimed_execution, rows))

@@ -1,0 +1,254 @@
+"""Where a statement runs: the caller's connection, or one of the pool's, with retries.
+
+SQLAlchemy owns the engine and its pool. A call made on the client's own behalf borrows a
+pooled connection and, when the driver is psycopg (the default), runs its statement on the
+psycopg connection itself: autocommit (one statement is its own transaction), prepared
+once per connection (unless `prepare=False`), parameters and rows in binary. That skips
+SQLAlchemy's statement machinery, which cost more than the statement itself for the
+worker's small, frequent calls. Other drivers go through SQLAlchemy in autocommit mode.
+
+A pooled connection goes back as it came (not autocommit, idle). One the failure left
+broken is invalidated like SQLAlchemy does after a disconnect: with every connection the
+pool opened before it, since they most likely died together (a server restart). One left
+in doubt (cancelled mid-statement) is closed alone.
+
+A call given the caller's connection runs there, inside a savepoint when the caller has a
+transaction open, and is never retried: the caller owns the transaction. Retries: see
+`pgconductor.retry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, TypeVar, cast
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.util import greenlet_spawn
+
+from pgconductor.db.rows import Fetch
+from pgconductor.db.statements import SCHEMA_LOCK, SCHEMA_LOCK_KEY, Call
+from pgconductor.encoding import to_sqlalchemy_url
+from pgconductor.errors import from_db_error
+from pgconductor.retry import DB_ERRORS, RetryPolicy, retry_async, retry_sync
+
+__all__ = ["StatementRunner"]
+
+T = TypeVar("T")
+#: How a pooled connection is given back after a failure.
+_KEEP, _DROP_ONE, _DROP_ALL = "keep", "drop one", "drop all"
+
+
+def _uses_psycopg(engine: AsyncEngine | Engine) -> bool:
+    """True when the engine's connections are psycopg connections."""
+    return engine.dialect.driver in ("psycopg", "psycopg_async")
+
+
+def _after_failure(driver: Any, exc: BaseException) -> str:
+    """What to do with a pooled connection whose statement failed with `exc`."""
+    if driver.closed or driver.broken:
+        return _DROP_ALL
+    if not isinstance(exc, Exception):  # cancelled or interrupted: the state is in doubt
+        return _DROP_ONE
+    return _KEEP if driver.info.transaction_status == TransactionStatus.IDLE else _DROP_ONE
+
+
+class StatementRunner:
+    """The engine, the retry policy and the ways one statement can run.
+
+    `prepare=False` never prepares statements (for transaction-mode poolers such as
+    PgBouncer before 1.21, which cannot keep them); on an engine this client creates it
+    also turns off psycopg's automatic preparation of repeated statements.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | AsyncEngine,
+        *,
+        retry: RetryPolicy | None = None,
+        abort: asyncio.Event | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 5,
+        engine_options: Mapping[str, Any] | None = None,
+        prepare: bool = True,
+    ) -> None:
+        self.retry_policy = retry or RetryPolicy()
+        self.abort = abort
+        self.prepare = prepare
+        if isinstance(url_or_engine, AsyncEngine):
+            self.engine, self._owns_engine = url_or_engine, False
+        else:
+            options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
+            options.update(engine_options or {})
+            url = to_sqlalchemy_url(url_or_engine)
+            if not prepare and url.drivername.startswith("postgresql+psycopg"):
+                options["connect_args"] = {
+                    "prepare_threshold": None,
+                    **options.get("connect_args", {}),
+                }
+            self.engine = create_async_engine(url, **options)
+            self._owns_engine = True
+        self._sync_engine: Engine | None = None
+        self._autocommit_of: tuple[AsyncEngine, AsyncEngine] | None = None
+
+    @property
+    def _autocommit(self) -> AsyncEngine:
+        """`self.engine` in autocommit mode (same pool), derived once per engine."""
+        if self._autocommit_of is None or self._autocommit_of[0] is not self.engine:
+            self._autocommit_of = (
+                self.engine,
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            )
+        return self._autocommit_of[1]
+
+    def _sync(self) -> Engine:
+        """The blocking engine of the sync enqueue path, made on first use from the URL."""
+        if self._sync_engine is None:
+            url = self.engine.url
+            if url.drivername.startswith("postgresql+psycopg"):
+                url = url.set(drivername="postgresql+psycopg")
+            options: dict[str, Any] = {"pool_size": 1, "max_overflow": 2}
+            if not self.prepare:
+                options["connect_args"] = {"prepare_threshold": None}
+            self._sync_engine = create_engine(url, **options)
+        return self._sync_engine
+
+    # -- async ------------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        call: Call,
+        params: Mapping[str, Any],
+        fetch: Fetch[T],
+        conn: AsyncConnection | None = None,
+    ) -> T:
+        """Run one call: on `conn` (savepoint, no retry) or on a pooled connection, retried."""
+        if conn is not None:
+            try:
+                async with conn.begin_nested() if conn.in_transaction() else conn.begin():
+                    return fetch((await conn.execute(call.text, dict(params))).all())
+            except DB_ERRORS as exc:
+                raise from_db_error(exc) from exc
+        if _uses_psycopg(self.engine):
+            once = partial(self._on_driver, call.driver, params, fetch)
+        else:
+            once = partial(self._on_sqlalchemy, call.text, params, fetch)
+        return await retry_async(call.name, once, self.retry_policy, self.abort)
+
+    async def _on_driver(self, sql: str, params: Mapping[str, Any], fetch: Fetch[T]) -> T:
+        """One statement on a pooled connection's psycopg connection, in autocommit."""
+        pooled = await self.engine.raw_connection()
+        driver = cast("psycopg.AsyncConnection[Any]", pooled.driver_connection)
+        try:
+            await driver.set_autocommit(True)
+            cursor = await driver.execute(sql, params, prepare=self.prepare, binary=True)
+            rows = await cursor.fetchall()
+            await driver.set_autocommit(False)
+        except BaseException as exc:
+            await asyncio.shield(self._give_back_failed(pooled, exc))
+            raise
+        await greenlet_spawn(pooled.close)
+        return fetch(rows)
+
+    async def _give_back_failed(self, pooled: PoolProxiedConnection, exc: BaseException) -> None:
+        """Return, close, or (with every older one) recycle a connection a failure left."""
+        driver = cast("psycopg.AsyncConnection[Any]", pooled.driver_connection)
+        verdict = _after_failure(driver, exc)
+        if verdict == _KEEP:
+            try:
+                await driver.set_autocommit(False)
+            except psycopg.Error:
+                verdict = _DROP_ONE
+        if verdict == _DROP_ALL:
+            await greenlet_spawn(self.engine.sync_engine.pool._invalidate, pooled, exc)
+        elif verdict == _DROP_ONE:
+            await greenlet_spawn(pooled.invalidate, exc)
+        else:
+            await greenlet_spawn(pooled.close)
+
+    async def _on_sqlalchemy(
+        self, stmt: TextClause, params: Mapping[str, Any], fetch: Fetch[T]
+    ) -> T:
+        """One statement through SQLAlchemy in autocommit (drivers other than psycopg)."""
+        async with self._autocommit.connect() as own:
+            return fetch((await own.execute(stmt, dict(params))).all())
+
+    async def _run_locked(self, name: str, statement: TextClause) -> None:
+        """Run DDL in a transaction that first takes the schema advisory lock; retried."""
+
+        async def once() -> None:
+            async with self.engine.begin() as own:
+                await own.execute(SCHEMA_LOCK, {"key": SCHEMA_LOCK_KEY})
+                await own.execute(statement)
+
+        await retry_async(name, once, self.retry_policy, self.abort)
+
+    # -- blocking (the sync enqueue path) ---------------------------------------------------
+
+    def _run_sync(
+        self,
+        call: Call,
+        params: Mapping[str, Any],
+        fetch: Fetch[T],
+        conn: Connection | None,
+    ) -> T:
+        """Blocking `_run`."""
+        if conn is not None:
+            try:
+                with conn.begin_nested() if conn.in_transaction() else conn.begin():
+                    return fetch(conn.execute(call.text, dict(params)).all())
+            except DB_ERRORS as exc:
+                raise from_db_error(exc) from exc
+        engine = self._sync()
+        once: Callable[[], T]
+        if _uses_psycopg(engine):
+            once = partial(self._on_driver_sync, engine, call.driver, params, fetch)
+        else:
+
+            def once() -> T:
+                with engine.begin() as own:
+                    return fetch(own.execute(call.text, dict(params)).all())
+
+        return retry_sync(call.name, once, self.retry_policy)
+
+    def _on_driver_sync(
+        self, engine: Engine, sql: str, params: Mapping[str, Any], fetch: Fetch[T]
+    ) -> T:
+        """Blocking `_on_driver`."""
+        pooled = engine.raw_connection()
+        driver = cast("psycopg.Connection[Any]", pooled.driver_connection)
+        try:
+            driver.autocommit = True
+            rows = driver.execute(sql, params, prepare=self.prepare, binary=True).fetchall()
+            driver.autocommit = False
+        except BaseException as exc:
+            verdict = _after_failure(driver, exc)
+            if verdict == _KEEP:
+                try:
+                    driver.autocommit = False
+                except psycopg.Error:
+                    verdict = _DROP_ONE
+            if verdict == _DROP_ALL:
+                engine.pool._invalidate(pooled, exc)
+            elif verdict == _DROP_ONE:
+                pooled.invalidate(exc)
+            else:
+                pooled.close()
+            raise
+        pooled.close()
+        return fetch(rows)
+
+    async def close(self) -> None:
+        """Dispose of the engines this client created (a caller's engine is left alone)."""
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+            self._sync_engine = None
+        if self._owns_engine:
+            await self.engine.dispose()

@@ -1,0 +1,155 @@
+"""The SQL text of the package: every statement `SqlDatabaseClient` sends, in one place.
+
+Each pgconductor function call is spelled twice from one description of its arguments:
+for SQLAlchemy (`text()` with `:name` binds, used on a caller's connection and with drivers
+other than psycopg) and for psycopg itself (`%(name)b`: parameters sent in binary, which
+costs the client far less than text for arrays). Both bind by name from the same dict and
+cast every argument explicitly, so the server never has to guess a type.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.sql.elements import TextClause
+
+from pgconductor.errors import InvalidInput
+
+__all__ = ["CALLS", "SCHEMA_LOCK", "SCHEMA_LOCK_KEY", "Call", "alter_extension", "create_extension"]
+
+#: Key of the advisory lock that serialises concurrent installs and upgrades.
+SCHEMA_LOCK_KEY = 0x7067636F6E64  # "pgcond"
+_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One statement in both spellings: `text` for SQLAlchemy, `driver` for psycopg."""
+
+    name: str
+    text: TextClause
+    driver: str
+
+
+def _call(name: str, args: str = "", columns: str | None = None, tail: str = "") -> Call:
+    """`SELECT` the function `pgconductor.<name>`; `args` is "name type, ...", cast by name."""
+    pairs = [a.split(maxsplit=1) for a in args.split(",")] if args else []
+
+    def spelled(bind: str) -> str:
+        casts = ", ".join(f"CAST({bind.format(arg)} AS {kind})" for arg, kind in pairs)
+        call = f"pgconductor.{name}({casts})"
+        return f"SELECT {call}" if columns is None else f"SELECT {columns} FROM {call} {tail}"
+
+    return Call(name, text(spelled(":{}")), spelled("%({})b"))
+
+
+def _plain(name: str, sql: str) -> Call:
+    """A statement that is not a pgconductor function call (catalog reads, locks)."""
+    return Call(name, text(sql), re.sub(r":(\w+)", r"%(\1)b", sql))
+
+
+#: A claimed row's payload arrives as JSON text: decoding it in the row builder is several
+#: times cheaper than psycopg's jsonb loader (see `rows.claimed_execution`).
+_CLAIMED = (
+    "id, task_key, queue, payload::text, attempt, max_attempts, priority, run_at, timeout_ms, lease"
+)
+_INFO = "id, task_key, queue, state, attempts, priority, run_at, locked_by, last_error, result"
+
+CALLS: dict[str, Call] = {
+    call.name: call
+    for call in (
+        _call(
+            "invoke",
+            "task_key text, payload jsonb, queue text, run_at timestamptz,"
+            " priority integer, dedupe_key text",
+        ),
+        _call(
+            "invoke_batch",
+            "task_keys text[], payloads jsonb[], queues text[],"
+            " run_ats timestamptz[], priorities integer[], dedupe_keys text[]",
+            "id",
+            "WITH ORDINALITY AS b(id, n) ORDER BY n",
+        ),
+        _call(
+            "register_task",
+            "key text, queue text, max_attempts integer,"
+            " window_start time, window_end time, timezone text,"
+            " backoff_base interval, backoff_cap interval, timeout interval",
+        ),
+        _call("create_queue", "queue text"),
+        _call("drop_queue", "queue text, force boolean"),
+        _call(
+            "get_executions",
+            "task_keys text[], orchestrator_id uuid, batch_size integer, queue text",
+            _CLAIMED,
+        ),
+        _call(
+            "return_executions",
+            "orchestrator_id uuid, ids uuid[],"
+            " leases integer[], statuses text[], errors text[],"
+            " results jsonb[], delays_ms integer[]",
+            "id, outcome",
+        ),
+        _call(
+            "heartbeat",
+            "orchestrator_id uuid, version text, stale_after interval, info jsonb, held uuid[]",
+            "kind, execution_id",
+        ),
+        _call("recover_stale", "limit integer", "id, outcome"),
+        _call("release_orchestrator", "orchestrator_id uuid, keep uuid[]"),
+        _call("request_shutdown", "orchestrator_id uuid"),
+        _call("cancel", "execution_id uuid, reason text"),
+        _call("retry", "execution_id uuid"),
+        _call("get_execution", "execution_id uuid", f"{_INFO}, finished_at"),
+        _call(
+            "queue_stats",
+            "",
+            "queue, pending, due, running, completed, failed, cancelled",
+            "ORDER BY queue",
+        ),
+        _call(
+            "orchestrator_stats",
+            "",
+            "id, state, version, started_at, last_heartbeat_at, running, info",
+        ),
+        _call("prune_finished", "older_than interval, limit integer"),
+        _call("version"),
+        _plain(
+            "extension_version",
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgconductor'",
+        ),
+        _plain(
+            "available_versions",
+            "SELECT version FROM pg_catalog.pg_available_extension_versions"
+            " WHERE name = 'pgconductor' ORDER BY version",
+        ),
+    )
+}
+
+#: Taken (in the same transaction) before installing or upgrading the extension.
+SCHEMA_LOCK = text("SELECT pg_catalog.pg_advisory_xact_lock(CAST(:key AS bigint))")
+
+
+def _checked_version(version: str | None) -> str:
+    """A version string safe to quote in DDL (DDL takes no bind parameters)."""
+    if version is None or not _VERSION_RE.match(version):
+        raise InvalidInput(f"invalid extension version {version!r}", sqlstate="22023")
+    return version
+
+
+def create_extension(version: str | None) -> TextClause:
+    """`CREATE EXTENSION IF NOT EXISTS pgconductor [VERSION '...']`."""
+    sql = "CREATE EXTENSION IF NOT EXISTS pgconductor"
+    if version is not None:
+        sql += f" VERSION '{_checked_version(version)}'"
+    return text(sql)
+
+
+def alter_extension(to: str | None) -> TextClause:
+    """`ALTER EXTENSION pgconductor UPDATE [TO '...']`."""
+    sql = "ALTER EXTENSION pgconductor UPDATE"
+    if to is not None:
+        sql += f" TO '{_checked_version(to)}'"
+    return text(sql)
