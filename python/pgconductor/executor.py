@@ -79,11 +79,11 @@ _STRENGTH = {Abort.SHUTDOWN: 0, Abort.CANCEL: 1, Abort.LEASE_LOST: 2}
 class Execution:
     """The control handle of one claimed execution: abort it, see whether it still runs."""
 
-    __slots__ = ("_cancel_sent", "_task", "cancel_event", "claimed", "done", "reason", "runner")
+    __slots__ = ("_cancel_sent", "_task", "claimed", "ctx", "done", "reason", "runner")
 
-    def __init__(self, claimed: ClaimedExecution, cancel_event: asyncio.Event) -> None:
+    def __init__(self, claimed: ClaimedExecution, ctx: TaskContext) -> None:
         self.claimed = claimed
-        self.cancel_event = cancel_event
+        self.ctx = ctx
         self.reason: Abort | None = None
         self.done = False
         self._task: asyncio.Task[Any] | None = None
@@ -97,12 +97,12 @@ class Execution:
         return self.claimed.id
 
     def abort(self, reason: Abort) -> None:
-        """Ask the handler to stop: set the cancel event; cancel it when it is async."""
+        """Ask the handler to stop (`ctx.request_stop()`); cancel it when it is async."""
         if self.done:
             return
         if self.reason is None or _STRENGTH[reason] > _STRENGTH[self.reason]:
             self.reason = reason
-        self.cancel_event.set()
+        self.ctx.request_stop()
         if self._task is not None and not self._cancel_sent:
             self._cancel_sent = True
             self._task.cancel()
@@ -194,7 +194,7 @@ async def execute(
     private pool is made when none is given). Do not cancel the coroutine itself to stop a
     handler: call `execution.abort()`; an outside cancellation propagates with no result.
     """
-    control = execution if execution is not None else Execution(claimed, ctx.cancel_event)
+    control = execution if execution is not None else Execution(claimed, ctx)
     try:
         try:
             payload = task.parse_payload(claimed.payload)
@@ -220,12 +220,17 @@ async def _run_async(
     limit: float | None,
 ) -> ExecutionResult | None:
     claimed = control.claimed
-    deadline = asyncio.timeout(limit)
-    control._arm(asyncio.current_task())
+    # No timeout, no asyncio.timeout: its context manager costs as much as running a no-op
+    # handler.
+    deadline = None if limit is None else asyncio.timeout(limit)
+    control._arm(control.runner or asyncio.current_task())
     try:
         try:
-            async with deadline:
+            if deadline is None:
                 value = await handler(ctx, payload)
+            else:
+                async with deadline:
+                    value = await handler(ctx, payload)
         finally:
             aborted = control._cancel_sent
             control._disarm()
@@ -234,15 +239,15 @@ async def _run_async(
             raise  # cancelled from outside: no result
         return _aborted(claimed, control.reason)
     except TimeoutError as exc:
-        if deadline.expired() and limit is not None:
+        if deadline is not None and deadline.expired() and limit is not None:
             return _timed_out(claimed, limit)
         return _failed(control, exc)
     except Exception as exc:
         return _failed(control, exc)
     if control.reason is Abort.LEASE_LOST:
         return None
-    if deadline.expired() and limit is not None:  # it swallowed the timeout's cancel
-        return _timed_out(claimed, limit)
+    if deadline is not None and deadline.expired() and limit is not None:
+        return _timed_out(claimed, limit)  # it swallowed the timeout's cancel
     return _completed(claimed, value)
 
 
@@ -272,12 +277,14 @@ async def _run_sync(
     pool: DaemonThreadPool | None,
 ) -> ExecutionResult | None:
     claimed = control.claimed
+    # The thread may look at ctx.cancel_event: make it here, on the loop, which alone sets it.
+    _ = control.ctx.cancel_event
     future = (pool or _default_pool()).submit(handler, ctx, payload)
     # asyncio.wait never cancels `future`: an outside cancellation leaves the thread be.
     done, _ = await asyncio.wait((future,), timeout=limit)
     timed_out = not done
     if timed_out:
-        control.cancel_event.set()
+        control.ctx.request_stop()
         await asyncio.wait((future,))
     error = future.exception()
     if timed_out and limit is not None:

@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import time, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
@@ -37,31 +37,88 @@ class Backoff:
     cap: timedelta = timedelta(minutes=10)
 
 
-@dataclass(slots=True)
+_TASK_LOG = logging.getLogger("pgconductor.task")
+
+
 class TaskContext:
     """What a handler receives as `ctx`: the execution's identity plus the extra context.
 
     Attributes of the Conductor's `context` are reachable directly (`ctx.db`) or through
-    `ctx.extra["db"]`.
+    `ctx.extra["db"]`. `cancel_event` is made on first use (most handlers never look), set
+    at once if the execution was already asked to stop.
     """
 
-    execution_id: UUID
-    task_key: str
-    queue: str
-    attempt: int
-    max_attempts: int
-    cancel_event: asyncio.Event
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pgconductor.task"))
+    __slots__ = (
+        "_cancel_event",
+        "_stop_requested",
+        "attempt",
+        "execution_id",
+        "extra",
+        "logger",
+        "max_attempts",
+        "queue",
+        "task_key",
+    )
+
+    def __init__(
+        self,
+        execution_id: UUID,
+        task_key: str,
+        queue: str,
+        attempt: int,
+        max_attempts: int,
+        cancel_event: asyncio.Event | None = None,
+        extra: Mapping[str, Any] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.execution_id = execution_id
+        self.task_key = task_key
+        self.queue = queue
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.extra: Mapping[str, Any] = {} if extra is None else extra
+        self.logger = _TASK_LOG if logger is None else logger
+        self._cancel_event = cancel_event
+        self._stop_requested = False
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskContext(execution_id={self.execution_id!r}, task_key={self.task_key!r},"
+            f" queue={self.queue!r}, attempt={self.attempt}, max_attempts={self.max_attempts})"
+        )
+
+    @property
+    def cancel_event(self) -> asyncio.Event:
+        """Set when the execution is cancelled, times out, or the worker shuts down."""
+        event = self._cancel_event
+        if event is None:
+            event = self._cancel_event = asyncio.Event()
+            # Published before the flag is read: a stop requested meanwhile on another
+            # thread either sees this event or is seen here.
+            if self._stop_requested:
+                event.set()
+        return event
 
     @property
     def cancelled(self) -> asyncio.Event:
-        """Set when the execution is cancelled or the worker shuts down."""
+        """The same event as `cancel_event`."""
         return self.cancel_event
 
     def is_cancelled(self) -> bool:
         """True once the execution has been asked to stop."""
-        return self.cancel_event.is_set()
+        event = self._cancel_event
+        return self._stop_requested if event is None else event.is_set()
+
+    def request_stop(self) -> None:
+        """Ask the handler to stop: `is_cancelled()` turns true and `cancel_event` is set.
+
+        The worker calls it (on the event loop) for a cancel, a shutdown, a lost lease or a
+        timeout.
+        """
+        self._stop_requested = True
+        event = self._cancel_event
+        if event is not None:
+            event.set()
 
     def __getattr__(self, name: str) -> Any:
         """Look up names of the extra context (`ctx.db` for `context={"db": ...}`)."""

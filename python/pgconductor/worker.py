@@ -297,23 +297,18 @@ class Worker(Service):
             for row in claimed:
                 self._push(ExecutionResult(row.id, row.lease, ResultStatus.RELEASED))
             return
-        loop = asyncio.get_running_loop()
+        if not claimed:
+            return
+        self._settled.clear()
+        create_task = asyncio.get_running_loop().create_task
+        extra, logger, running = self._extra, self._handler_log, self._running
         for row in claimed:
-            cancel_event = asyncio.Event()
             ctx = TaskContext(
-                row.id,
-                row.task_key,
-                row.queue,
-                row.attempt,
-                row.max_attempts,
-                cancel_event,
-                self._extra,
-                self._handler_log,
+                row.id, row.task_key, row.queue, row.attempt, row.max_attempts, None, extra, logger
             )
-            execution = Execution(row, cancel_event)
-            self._running[row.id] = execution
-            self._settled.clear()
-            execution.runner = loop.create_task(self._run(execution, ctx))
+            execution = Execution(row, ctx)
+            running[row.id] = execution
+            execution.runner = create_task(self._run(execution, ctx))
 
     # -- execute ---------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ def conductor() -> Conductor:
 
 def _handle(row: Any) -> tuple[Execution, TaskContext]:
     ctx = context(row)
-    return Execution(row, ctx.cancel_event), ctx
+    return Execution(row, ctx), ctx
 
 
 async def test_async_handler_value_is_completed_result(conductor: Conductor) -> None:
