@@ -128,7 +128,8 @@ def from_db_error(exc: BaseException) -> PgConductorError:
     """Translate a SQLAlchemy or psycopg exception into a typed `PgConductorError`.
 
     Reads `diag.sqlstate`, `diag.message_primary` and `diag.message_hint` from the psycopg
-    error (through SQLAlchemy's `DBAPIError.orig`). Connection failures without a SQLSTATE
+    error: raised by psycopg itself (the client's own calls run on the psycopg connection)
+    or wrapped by SQLAlchemy (`DBAPIError.orig`). Connection failures without a SQLSTATE
     (psycopg `OperationalError`, SQLAlchemy pool timeouts) become `TransientError`.
     """
     import psycopg

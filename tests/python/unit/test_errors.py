@@ -7,6 +7,7 @@ import pickle
 import psycopg
 import pytest
 from psycopg import errors as pg_errors
+from psycopg.pq import DiagnosticField
 from sqlalchemy import exc as sa_exc
 
 from pgconductor.errors import (
@@ -54,6 +55,24 @@ def test_sqlstate_picks_the_class(
     assert type(error) is expected
     assert error.sqlstate == sqlstate
     assert str(error) == str(orig)
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_server_diagnostics_are_kept(wrap: bool) -> None:
+    """What the server sends (SQLSTATE, message, hint) survives, raw from psycopg or wrapped."""
+    info = {
+        DiagnosticField.SQLSTATE: b"22023",
+        DiagnosticField.MESSAGE_PRIMARY: b"invalid queue name 'A B'",
+        DiagnosticField.MESSAGE_HINT: b"Use lower-case letters.",
+    }
+    orig = psycopg.Error("invalid queue name 'A B'\nHINT:  Use lower-case letters.", info=info)  # type: ignore[arg-type]
+    error = from_db_error(wrapped(orig) if wrap else orig)
+    assert type(error) is InvalidInput
+    assert (error.sqlstate, str(error), error.hint) == (
+        "22023",
+        "invalid queue name 'A B'",
+        "Use lower-case letters.",
+    )
 
 
 def test_extension_missing_gets_a_hint() -> None:
