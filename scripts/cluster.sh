@@ -95,11 +95,20 @@ start() {
   [ -x "$BIN/pg_ctl" ] || { echo "$BIN/pg_ctl missing: run scripts/deps.sh" >&2; exit 1; }
   init_cluster
   write_conf
-  if ! pg_ctl_ start -w -t 60 -l "$LOG" >/dev/null; then
+  # The port lies in Linux's ephemeral range: an outgoing connection may hold it for a moment
+  # ("Address already in use"); try again a few times before giving up.
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    pg_ctl_ start -w -t 60 -l "$LOG" >/dev/null && break
+    if [ "$attempt" -lt 5 ] && tail -n 5 "$LOG" 2>/dev/null | grep -q "Address already in use"; then
+      echo "port $PORT is busy for a moment; retrying" >&2
+      sleep 2
+      continue
+    fi
     echo "could not start the private cluster; last lines of $LOG:" >&2
     tail -n 20 "$LOG" >&2 || true
     exit 1
-  fi
+  done
   echo "private cluster running on port $PORT ($DIR)"
 }
 
