@@ -26,6 +26,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -572,48 +573,54 @@ def section_backlog(res: Results, m: dict[str, Any]) -> None:
 # latency
 
 
-def _read_records(path: Path, seen: dict[str, float], buf: list[str]) -> None:
-    with open(path) as f:
-        f.seek((buf and int(buf[0])) or 0)
-        chunk = f.read()
-        pos = f.tell()
-    lines = chunk.split("\n")
-    if not chunk.endswith("\n"):
-        pos -= len(lines[-1])
-    for ln in lines[:-1] if not chunk.endswith("\n") else lines:
-        if ln.strip():
-            seq, ts = ln.split()
-            seen[seq] = float(ts)
-    buf[:] = [str(pos)]
+class _Starts(asyncio.DatagramProtocol):
+    """Receives "<seq> <time.time()>" datagrams sent by the handlers as they start."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        seq, ts = data.decode().split()
+        self.seen[seq] = float(ts)
+        fut = self.waiting.pop(seq, None)
+        if fut is not None and not fut.done():
+            fut.set_result(float(ts))
+
+    async def wait(self, seq: str, timeout: float) -> float | None:
+        if seq in self.seen:
+            return self.seen[seq]
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[seq] = fut
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
 
 
 async def _latency_loop(
-    system: systems.System, jobs: int, warmup: int, rec: Path, gap: tuple[float, float]
+    system: systems.System, jobs: int, warmup: int, sock: Any, gap: tuple[float, float]
 ) -> tuple[list[float], list[float], int]:
     import random
 
-    seen: dict[str, float] = {}
-    pos: list[str] = []
+    loop = asyncio.get_running_loop()
+    transport, starts = await loop.create_datagram_endpoint(_Starts, sock=sock)
     call_ms, ret_ms, missing = [], [], 0
-    async with system.enqueuer() as enq:
-        for seq in [-(i + 1) for i in range(warmup)] + list(range(jobs)):
-            ta = time.time()
-            await enq.one(seq)
-            tb = time.time()
-            deadline = time.perf_counter() + 10
-            key = str(seq)
-            while key not in seen:
-                _read_records(rec, seen, pos)
-                if key in seen:
-                    break
-                if time.perf_counter() > deadline:
+    try:
+        async with system.enqueuer() as enq:
+            for seq in [-(i + 1) for i in range(warmup)] + list(range(jobs)):
+                ta = time.time()
+                await enq.one(seq)
+                tb = time.time()
+                started = await starts.wait(str(seq), 10.0)
+                if started is None:
                     missing += 1
-                    break
-                await asyncio.sleep(0.0002)
-            if key in seen and seq >= 0:
-                call_ms.append((seen[key] - ta) * 1000)
-                ret_ms.append((seen[key] - tb) * 1000)
-            await asyncio.sleep(random.uniform(*gap))
+                elif seq >= 0:
+                    call_ms.append((started - ta) * 1000)
+                    ret_ms.append((started - tb) * 1000)
+                await asyncio.sleep(random.uniform(*gap))
+    finally:
+        transport.close()
     return call_ms, ret_ms, missing
 
 
@@ -624,17 +631,22 @@ def latency_run(
     asyncio.run(system.reset())
     tag = re.sub(r"\W+", "-", "lat " + label)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    rec = LOG_DIR / f"{tag}.rec"
-    rec.write_text("")
-    procs, logs = start_workers(worker_system, cfg, 1, tag, env={"BENCH_REC_FILE": str(rec)})
+    # The handlers report their start by UDP to this socket: the client waits on it without
+    # polling, so the measurement takes no CPU from the worker it measures.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    host, port = sock.getsockname()
+    addr = f"{host}:{port}"
+    procs, logs = start_workers(worker_system, cfg, 1, tag, env={"BENCH_REC_ADDR": addr})
     try:
         go(procs)
         time.sleep(2.0)
         call_ms, ret_ms, missing = asyncio.run(
-            _latency_loop(systems.get(enq_system), jobs, 20, rec, (0.005, 0.015))
+            _latency_loop(systems.get(enq_system), jobs, 20, sock, (0.005, 0.015))
         )
     finally:
         stop_workers(procs, logs)
+        sock.close()
     a, b = latency_stats(call_ms), latency_stats(ret_ms)
     log(
         f"RESULT latency {label}: enqueue call -> start p50 {a['p50']:.2f} p95 {a['p95']:.2f}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import time
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -17,14 +18,15 @@ from typing import Any, ClassVar
 import psycopg
 from common import url
 
-REC_FILE = os.environ.get("BENCH_REC_FILE")
+REC_ADDR = os.environ.get("BENCH_REC_ADDR")  # "host:port" of the latency client
+_rec_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if REC_ADDR else None
 
 
 def _record(seq: Any) -> None:
-    """Latency runs: the job body appends "<seq> <wall clock>" to BENCH_REC_FILE."""
-    if REC_FILE and seq is not None:
-        with open(REC_FILE, "a") as f:
-            f.write(f"{seq} {time.time()}\n")
+    """Latency runs: the job body sends "<seq> <wall clock>" to BENCH_REC_ADDR (UDP)."""
+    if _rec_sock is not None and REC_ADDR and seq is not None:
+        host, port = REC_ADDR.rsplit(":", 1)
+        _rec_sock.sendto(f"{seq} {time.time()}".encode(), (host, int(port)))
 
 
 async def _sql(db: str, *statements: str) -> None:
