@@ -556,8 +556,9 @@ $$;
 -- finished rows from being vacuumed; their entries stay at the head of the claim index, and a
 -- claim that starts from the head steps over all of them (each claim of a draining backlog
 -- gets slower: quadratic). So each database session remembers, per queue, the key
--- (priority, run_at, id) where its last claim ended; the next claim with the same task filter
--- takes rows of a higher priority first, then continues after that key. A pass from the head
+-- (priority, run_at, id) where its last claim ended when that claim filled its batch; the
+-- next claim with the same task filter takes rows of a higher priority first, then continues
+-- after that key. A pass from the head
 -- runs whenever that does not fill the batch, and at least once a second (by _now()): while a
 -- backlog drains, a row that became due behind the position (invoked with a past run_at,
 -- released, or left by a claim that rolled back) waits at most about a second; higher
@@ -657,6 +658,9 @@ BEGIN
     END IF;
     v_ids := v_cont || v_head;
     IF cardinality(v_ids) = 0 THEN
+        IF v_position IS NOT NULL THEN
+            PERFORM set_config(v_setting, '', false);
+        END IF;
         RETURN;
     END IF;
 
@@ -678,13 +682,19 @@ BEGIN
      ORDER BY c.priority, c.run_at, c.id;
     GET DIAGNOSTICS v_claimed = ROW_COUNT;
 
-    -- The new position: the greater of the last rows of the two lists (each is in key order).
-    SELECT e.priority, e.run_at, e.id INTO v_last
-      FROM pgconductor.executions AS e
-     WHERE e.queue = p_queue AND e.id IN (v_cont[cardinality(v_cont)], v_head[cardinality(v_head)])
-     ORDER BY e.priority DESC, e.run_at DESC, e.id DESC
-     LIMIT 1;
-    PERFORM set_config(v_setting, concat_ws('|', v_last.priority, v_last.run_at, v_last.id, v_head_at, v_filter), false);
+    -- A claim that filled its batch (a backlog is draining) leaves the position where it
+    -- ended: the greater of the last rows of the two lists (each is in key order). One that
+    -- did not forgets it, so the next claim is one pass from the head.
+    IF cardinality(v_ids) = p_batch_size THEN
+        SELECT e.priority, e.run_at, e.id INTO v_last
+          FROM pgconductor.executions AS e
+         WHERE e.queue = p_queue AND e.id IN (v_cont[cardinality(v_cont)], v_head[cardinality(v_head)])
+         ORDER BY e.priority DESC, e.run_at DESC, e.id DESC
+         LIMIT 1;
+        PERFORM set_config(v_setting, concat_ws('|', v_last.priority, v_last.run_at, v_last.id, v_head_at, v_filter), false);
+    ELSIF v_position IS NOT NULL THEN
+        PERFORM set_config(v_setting, '', false);
+    END IF;
 
     -- Whoever holds executions must be an orchestrator recovery can see. A claim by one marked
     -- expired or stopped proves it alive again: revive it, so that recovery watches its
