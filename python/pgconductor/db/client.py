@@ -40,10 +40,12 @@ class SqlDatabaseClient(StatementRunner):
     """
 
     def with_abort(self, abort: asyncio.Event | None) -> SqlDatabaseClient:
-        """A client sharing this engine whose retries stop when `abort` is set."""
-        return SqlDatabaseClient(
+        """A client sharing this engine (and kept connection) whose retries stop on `abort`."""
+        derived = SqlDatabaseClient(
             self.engine, retry=self.retry_policy, abort=abort, prepare=self.prepare
         )
+        derived._kept = self._kept
+        return derived
 
     # -- enqueue ------------------------------------------------------------------------
 

@@ -7,6 +7,13 @@ once per connection (unless `prepare=False`), parameters and rows in binary. Tha
 SQLAlchemy's statement machinery, which cost more than the statement itself for the
 worker's small, frequent calls. Other drivers go through SQLAlchemy in autocommit mode.
 
+The runner keeps one pooled connection checked out, in autocommit, and runs a call there
+whenever no other call of this client is on it; a call that finds it busy borrows another
+connection for that one statement (and so does every call when the pool holds only one).
+That skips a checkout and checkin per call, which cost a third of a millisecond when calls
+come some milliseconds apart. Any failure on the kept connection forgets it (the next call
+takes a fresh one); `close()` gives it back.
+
 A pooled connection goes back as it came (not autocommit, idle). One the failure left
 broken is invalidated like SQLAlchemy does after a disconnect: with every connection the
 pool opened before it, since they most likely died together (a server restart). One left
@@ -29,7 +36,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.util import greenlet_spawn
 
@@ -58,6 +65,16 @@ def _after_failure(driver: Any, exc: BaseException) -> str:
     if not isinstance(exc, Exception):  # cancelled or interrupted: the state is in doubt
         return _DROP_ONE
     return _KEEP if driver.info.transaction_status == TransactionStatus.IDLE else _DROP_ONE
+
+
+class _Kept:
+    """The pooled connection a runner keeps for its own calls, and whether a call is on it."""
+
+    __slots__ = ("busy", "pooled")
+
+    def __init__(self) -> None:
+        self.pooled: PoolProxiedConnection | None = None
+        self.busy = False
 
 
 class StatementRunner:
@@ -95,6 +112,7 @@ class StatementRunner:
                 }
             self.engine = create_async_engine(url, **options)
             self._owns_engine = True
+        self._kept = _Kept()
         self._sync_engine: Engine | None = None
         self._autocommit_of: tuple[AsyncEngine, AsyncEngine] | None = None
 
@@ -143,7 +161,46 @@ class StatementRunner:
         return await retry_async(call.name, once, self.retry_policy, self.abort)
 
     async def _on_driver(self, sql: str, params: Mapping[str, Any], fetch: Fetch[T]) -> T:
-        """One statement on a pooled connection's psycopg connection, in autocommit."""
+        """One statement on the kept connection, or on a borrowed one when that is busy."""
+        kept = self._kept
+        if kept.busy or (kept.pooled is None and not self._can_keep()):
+            return await self._on_borrowed(sql, params, fetch)
+        kept.busy = True
+        try:
+            return await self._on_kept(kept, sql, params, fetch)
+        finally:
+            kept.busy = False
+
+    def _can_keep(self) -> bool:
+        """False for a pool of one connection: keeping it would starve concurrent calls."""
+        pool = self.engine.sync_engine.pool
+        if isinstance(pool, QueuePool):
+            overflow = pool._max_overflow
+            return overflow < 0 or pool.size() + overflow > 1
+        return True
+
+    async def _on_kept(
+        self, kept: _Kept, sql: str, params: Mapping[str, Any], fetch: Fetch[T]
+    ) -> T:
+        """One statement on the kept connection, taken from the pool (in autocommit) if none."""
+        pooled = kept.pooled
+        fresh = pooled is None
+        if pooled is None:
+            pooled = kept.pooled = await self.engine.raw_connection()
+        driver = cast("psycopg.AsyncConnection[Any]", pooled.driver_connection)
+        try:
+            if fresh:
+                await driver.set_autocommit(True)
+            cursor = await driver.execute(sql, params, prepare=self.prepare, binary=True)
+            rows = await cursor.fetchall()
+        except BaseException as exc:
+            kept.pooled = None
+            await asyncio.shield(self._give_back_failed(pooled, exc))
+            raise
+        return fetch(rows)
+
+    async def _on_borrowed(self, sql: str, params: Mapping[str, Any], fetch: Fetch[T]) -> T:
+        """One statement on a connection borrowed from the pool for it, in autocommit."""
         pooled = await self.engine.raw_connection()
         driver = cast("psycopg.AsyncConnection[Any]", pooled.driver_connection)
         try:
@@ -246,7 +303,19 @@ class StatementRunner:
         return fetch(rows)
 
     async def close(self) -> None:
-        """Dispose of the engines this client created (a caller's engine is left alone)."""
+        """Give back the kept connection; dispose of the engines this client created.
+
+        A caller's engine is left open.
+        """
+        pooled, self._kept.pooled = self._kept.pooled, None
+        if pooled is not None:
+            driver = cast("psycopg.AsyncConnection[Any]", pooled.driver_connection)
+            try:
+                await driver.set_autocommit(False)
+            except psycopg.Error as exc:
+                await greenlet_spawn(pooled.invalidate, exc)
+            else:
+                await greenlet_spawn(pooled.close)
         if self._sync_engine is not None:
             self._sync_engine.dispose()
             self._sync_engine = None

@@ -4,7 +4,9 @@ A stub engine holds a plan: each statement, whichever way it runs (the pooled ps
 connection, SQLAlchemy autocommit, a transaction, the caller's connection), pops the next
 planned outcome (rows, or an exception to raise) and is recorded with its parameters in
 `engine.executed`. `Broken(exc)` raises `exc` and leaves the connection broken, as a lost
-server does. Pooled connections record how they were given back in `pooled.fate`.
+server does. Pooled connections record how they were given back in `pooled.fate` (None
+while checked out). A statement on the async driver first waits for the next of
+`engine.gates`, if any, so a test can hold one call in flight.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class StubDriver:
         self._switch(value)
 
     async def execute(self, sql: str, params: Any, **options: Any) -> Any:
+        if self.engine.gates:
+            await self.engine.gates.pop(0).wait()
         done = self._execute(sql, params, **options)
 
         async def fetchall() -> list[tuple[Any, ...]]:
@@ -190,6 +194,7 @@ class StubEngine:
         self.pooled: list[StubPooled] = []
         self.sqlalchemy_connections = 0
         self.disposed = False
+        self.gates: list[asyncio.Event] = []
 
     def outcome(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Record a statement and pop its planned outcome (default: one NULL)."""

@@ -1,7 +1,8 @@
 """SqlDatabaseClient's own calls on the pooled psycopg connection, without a server.
 
-How a statement runs there (autocommit, prepared, binary), how the connection goes back to
-the pool after success and after each kind of failure, the fallback through SQLAlchemy for
+How a statement runs there (autocommit, prepared, binary), the connection the client keeps
+checked out for its calls and the ones it borrows when that is busy, how each goes back to
+the pool after each kind of failure and on close, the fallback through SQLAlchemy for
 other drivers, and the bind values the hot calls send.
 """
 
@@ -25,7 +26,7 @@ from pgconductor.db.statements import CALLS
 from pgconductor.errors import InvalidInput, NotFound, TransientError
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus
 
-from .db_stubs import FAST, Broken, SyncStubEngine, client_with
+from .db_stubs import FAST, Broken, StubEngine, SyncStubEngine, client_with
 
 OID = uuid.UUID(int=42)
 
@@ -43,18 +44,71 @@ def from_server(cls: type[psycopg.Error], message: str, sqlstate: str, hint: str
 # -- how a statement runs ---------------------------------------------------------------
 
 
-async def test_a_call_runs_prepared_in_autocommit_and_gives_the_connection_back() -> None:
-    client, engine = client_with([(uuid.UUID(int=1),)])
+async def test_calls_run_prepared_in_autocommit_on_the_kept_connection() -> None:
+    client, engine = client_with([(uuid.UUID(int=1),)], [(uuid.UUID(int=2),)])
     assert await client.invoke("t", {"a": 1}) == uuid.UUID(int=1)
-    (pooled,) = engine.pooled
+    assert await client.invoke("t", {"a": 2}) == uuid.UUID(int=2)
+    (pooled,) = engine.pooled  # one checkout for both calls
     driver = pooled.driver_connection
-    assert driver.executions == [{"autocommit": True, "prepare": True, "binary": True}]
-    assert driver.autocommit_log == [True, False]  # back as it came: not autocommit
-    assert pooled.fate == "returned"
+    assert driver.executions == [{"autocommit": True, "prepare": True, "binary": True}] * 2
+    assert driver.autocommit_log == [True]  # put in autocommit once
+    assert pooled.fate is None  # still checked out
     sql, params = engine.executed[0]
     assert sql.startswith("SELECT pgconductor.invoke(CAST(%(task_key)b AS text)")
     assert params["payload"] == '{"a":1}'
     assert engine.sqlalchemy_connections == 0
+    await client.close()
+    assert pooled.fate == "returned"
+    assert driver.autocommit_log == [True, False]  # back as it came: not autocommit
+    assert engine.disposed
+
+
+async def test_a_call_while_the_kept_one_is_busy_borrows_another() -> None:
+    client, engine = client_with([(1,)], [(2,)], [(3,)])
+    gate = asyncio.Event()
+    engine.gates.append(gate)
+    first = asyncio.create_task(client.request_shutdown())
+    await asyncio.sleep(0)  # the first call now waits on the kept connection
+    assert await client.request_shutdown() == 1  # the gate held the first call's statement
+    kept, borrowed = engine.pooled
+    assert borrowed.fate == "returned"
+    assert borrowed.driver_connection.autocommit_log == [True, False]
+    gate.set()
+    assert await first == 2
+    assert await client.request_shutdown() == 3
+    assert len(engine.pooled) == 2  # back on the kept one
+    assert kept.fate is None
+    assert len(kept.driver_connection.executions) == 2
+
+
+async def test_a_derived_client_shares_the_kept_connection() -> None:
+    client = SqlDatabaseClient("postgresql://u@localhost/db", retry=FAST)
+    derived = client.with_abort(asyncio.Event())
+    engine = StubEngine([(1,)], [(2,)])
+    client.engine = derived.engine = engine  # type: ignore[assignment]
+    await client.request_shutdown()
+    await derived.request_shutdown()
+    assert len(engine.pooled) == 1
+    await derived.close()
+    assert engine.pooled[0].fate == "returned"
+    assert not engine.disposed  # the engine is the first client's
+
+
+async def test_a_pool_of_one_is_never_kept() -> None:
+    single = SqlDatabaseClient("postgresql://u@h/db", pool_size=1, max_overflow=0)
+    assert single._can_keep() is False
+    client, engine = client_with([(1,)], [(2,)])
+    engine.sync_engine = single.engine.sync_engine  # type: ignore[assignment]
+    await client.request_shutdown()
+    await client.request_shutdown()
+    assert [p.fate for p in engine.pooled] == ["returned", "returned"]
+    await single.close()
+    for pool_size, max_overflow in ((1, 1), (2, 0), (1, -1)):
+        roomy = SqlDatabaseClient(
+            "postgresql://u@h/db", pool_size=pool_size, max_overflow=max_overflow
+        )
+        assert roomy._can_keep() is True, (pool_size, max_overflow)
+        await roomy.close()
 
 
 async def test_prepare_false_never_prepares() -> None:
@@ -87,17 +141,20 @@ def test_both_spellings_bind_the_same_names() -> None:
 # -- failures -------------------------------------------------------------------------------
 
 
-async def test_a_sql_error_keeps_the_connection_and_its_diagnostics() -> None:
+async def test_a_sql_error_gives_the_connection_back_and_keeps_its_diagnostics() -> None:
     error = from_server(pg_errors.NoDataFound, "unknown orchestrator", "P0002", "register it")
-    client, engine = client_with(error)
+    client, engine = client_with(error, [(0,)])
     with pytest.raises(NotFound) as caught:
         await client.cancel(OID)
     assert (caught.value.sqlstate, caught.value.hint) == ("P0002", "register it")
     assert str(caught.value) == "unknown orchestrator"
     assert caught.value.__cause__ is error
     (pooled,) = engine.pooled  # not retried
-    assert pooled.fate == "returned"
+    assert pooled.fate == "returned"  # forgotten, and given back as it came
     assert pooled.driver_connection.autocommit_log == [True, False]
+    await client.request_shutdown()
+    assert len(engine.pooled) == 2  # the next call keeps a fresh one
+    assert engine.pooled[1].fate is None
 
 
 async def test_a_lost_connection_invalidates_the_pool_and_is_retried() -> None:
@@ -107,7 +164,7 @@ async def test_a_lost_connection_invalidates_the_pool_and_is_retried() -> None:
     first, second = engine.pooled
     assert first.fate == "invalidated with the pool"
     assert engine.pool.invalidations == [lost]
-    assert second.fate == "returned"
+    assert second.fate is None  # the retry kept a fresh one
 
 
 async def test_a_connection_left_in_a_transaction_is_dropped_alone() -> None:
@@ -128,19 +185,37 @@ async def test_a_connection_left_in_a_transaction_is_dropped_alone() -> None:
 
 
 async def test_a_connection_that_cannot_leave_autocommit_is_dropped() -> None:
-    client, engine = client_with([(1,)], [(2,)])
+    client, engine = client_with(pg_errors.InvalidParameterValue("bad"), [(2,)])
 
     original = engine.raw_connection
 
-    async def first_one_stuck() -> Any:
+    async def stuck() -> Any:
         pooled = await original()
-        pooled.driver_connection.fail_autocommit_off = len(engine.pooled) == 1
+        pooled.driver_connection.fail_autocommit_off = True
         return pooled
 
-    engine.raw_connection = first_one_stuck  # type: ignore[method-assign]
-    assert await client.request_shutdown() == 2  # the first try failed: transient, retried
-    assert [p.fate for p in engine.pooled] == ["invalidated", "returned"]
+    engine.raw_connection = stuck  # type: ignore[method-assign]
+    with pytest.raises(InvalidInput):
+        await client.create_queue("x")
+    assert await client.request_shutdown() == 2
+    await client.close()
+    assert [p.fate for p in engine.pooled] == ["invalidated", "invalidated"]
     assert len(engine.executed) == 2
+
+
+async def test_a_kept_connection_that_cannot_go_into_autocommit_is_dropped() -> None:
+    client, engine = client_with([(1,)])
+    original = engine.raw_connection
+
+    async def broken() -> Any:
+        pooled = await original()
+        pooled.driver_connection.broken = len(engine.pooled) == 1
+        return pooled
+
+    engine.raw_connection = broken  # type: ignore[method-assign]
+    assert await client.request_shutdown() == 1  # the first try failed: transient, retried
+    assert [p.fate for p in engine.pooled] == ["invalidated with the pool", None]
+    assert len(engine.executed) == 1
 
 
 async def test_cancellation_drops_the_connection_and_propagates() -> None:
@@ -149,6 +224,21 @@ async def test_cancellation_drops_the_connection_and_propagates() -> None:
         await client.request_shutdown()
     assert [p.fate for p in engine.pooled] == ["invalidated"]  # its state is in doubt
     assert len(engine.executed) == 1
+    assert await client.request_shutdown() == 1
+    assert [p.fate for p in engine.pooled] == ["invalidated", None]
+
+
+async def test_a_cancelled_borrowed_call_drops_only_its_connection() -> None:
+    client, engine = client_with(asyncio.CancelledError(), [(1,)])
+    gate = asyncio.Event()
+    engine.gates.append(gate)
+    first = asyncio.create_task(client.request_shutdown())
+    await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await client.request_shutdown()
+    gate.set()
+    assert await first == 1
+    assert [p.fate for p in engine.pooled] == [None, "invalidated"]
 
 
 # -- the blocking path ----------------------------------------------------------------------
@@ -290,7 +380,7 @@ async def test_get_executions_reads_claimed_rows() -> None:
 async def test_transient_errors_from_the_driver_are_retried() -> None:
     client, engine = client_with(pg_errors.AdminShutdown("terminating"), [(7,)])
     assert await client.prune_finished(dt.timedelta(days=1)) == 7
-    assert [p.fate for p in engine.pooled] == ["returned", "returned"]
+    assert [p.fate for p in engine.pooled] == ["returned", None]
     client, _ = client_with(*[pg_errors.DeadlockDetected("d")] * 9)
     with pytest.raises(TransientError):
         await client.prune_finished(dt.timedelta(days=1))
