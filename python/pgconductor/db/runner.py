@@ -36,7 +36,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.util import greenlet_spawn
 
@@ -65,6 +65,16 @@ def _after_failure(driver: Any, exc: BaseException) -> str:
     if not isinstance(exc, Exception):  # cancelled or interrupted: the state is in doubt
         return _DROP_ONE
     return _KEEP if driver.info.transaction_status == TransactionStatus.IDLE else _DROP_ONE
+
+
+def _release(pool: Pool, pooled: PoolProxiedConnection, verdict: str, exc: BaseException) -> None:
+    """Give a failed connection back by `verdict`: to the pool, closed alone, or recycled."""
+    if verdict == _DROP_ALL:
+        pool._invalidate(pooled, exc)
+    elif verdict == _DROP_ONE:
+        pooled.invalidate(exc)
+    else:
+        pooled.close()
 
 
 class _Kept:
@@ -223,12 +233,7 @@ class StatementRunner:
                 await driver.set_autocommit(False)
             except psycopg.Error:
                 verdict = _DROP_ONE
-        if verdict == _DROP_ALL:
-            await greenlet_spawn(self.engine.sync_engine.pool._invalidate, pooled, exc)
-        elif verdict == _DROP_ONE:
-            await greenlet_spawn(pooled.invalidate, exc)
-        else:
-            await greenlet_spawn(pooled.close)
+        await greenlet_spawn(_release, self.engine.sync_engine.pool, pooled, verdict, exc)
 
     async def _on_sqlalchemy(
         self, stmt: TextClause, params: Mapping[str, Any], fetch: Fetch[T]
@@ -292,12 +297,7 @@ class StatementRunner:
                     driver.autocommit = False
                 except psycopg.Error:
                     verdict = _DROP_ONE
-            if verdict == _DROP_ALL:
-                engine.pool._invalidate(pooled, exc)
-            elif verdict == _DROP_ONE:
-                pooled.invalidate(exc)
-            else:
-                pooled.close()
+            _release(engine.pool, pooled, verdict, exc)
             raise
         pooled.close()
         return fetch(rows)
