@@ -286,7 +286,7 @@ def vacuum_verbose(system: systems.System) -> dict[str, dict[str, int]]:
             mr = re.search(
                 r"tuples: (\d+) removed, (\d+) remain, (\d+) are dead but not yet removable", line
             )
-            if mr and table and not table.startswith("pg_toast") and table != "executions_default":
+            if mr and table and not table.startswith("pg_toast") and table != "executions_default$":
                 out[table] = {
                     "removed": int(mr.group(1)),
                     "remain": int(mr.group(2)),

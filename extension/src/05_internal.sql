@@ -1,15 +1,41 @@
 -- Internal helpers: the one clock, input validation, windows and backoff.
 -- Names start with "_" and are not granted to PUBLIC (see 90_grants.sql).
 
--- The one clock: pgconductor.fake_now when set (tests), else the transaction's start time.
--- Locks nothing; returns timestamptz. Every time-dependent rule calls this and nothing else.
+-- The test clock's gate: returns p_fake as a timestamptz when the database's owner turned the
+-- test clock on for this database (ALTER DATABASE ... SET pgconductor.test_clock = on), else
+-- raises 55000. A role's own or a session's setting does not count: any caller could move time
+-- for everyone (expire live orchestrators, write heartbeats dated far ahead). Locks nothing.
+CREATE FUNCTION pgconductor._test_clock(p_fake text)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_db_role_setting AS s
+         WHERE s.setrole = 0
+           AND s.setdatabase = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = current_database())
+           AND s.setconfig && ARRAY['pgconductor.test_clock=on', 'pgconductor.test_clock=true',
+                                    'pgconductor.test_clock=1', 'pgconductor.test_clock=yes']) THEN
+        RAISE EXCEPTION 'pgconductor.fake_now is set, but the test clock is off in database %', quote_ident(current_database())
+            USING ERRCODE = '55000',
+                  HINT = 'RESET pgconductor.fake_now. In a test database its owner turns the test clock on: ALTER DATABASE <db> SET pgconductor.test_clock = on.';
+    END IF;
+    RETURN p_fake::timestamptz;
+END
+$$;
+
+-- The one clock: pgconductor.fake_now when set and the test clock is on (tests), else the
+-- transaction's start time. Locks nothing; returns timestamptz. Every time-dependent rule calls
+-- this and nothing else.
 -- Hot helpers such as this one use a SQL-standard body (RETURN ...): its names are bound when
 -- the function is created, so there is no search_path to pin, and without a SET clause the
 -- planner inlines the call (a pinned SQL function is planned anew in every statement).
 CREATE FUNCTION pgconductor._now()
 RETURNS timestamptz
 LANGUAGE sql STABLE
-RETURN coalesce(nullif(current_setting('pgconductor.fake_now', true), '')::timestamptz, now());
+RETURN CASE WHEN coalesce(current_setting('pgconductor.fake_now', true), '') = '' THEN now()
+            ELSE pgconductor._test_clock(current_setting('pgconductor.fake_now', true)) END;
 
 -- A time-ordered uuid (version 7 layout): 48 bits of milliseconds from _now(), then random
 -- bits. New executions get one, so rows invoked together sit together in the heap and
@@ -43,6 +69,29 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE
 RETURN p_queue IS NOT NULL AND p_queue ~ '^[a-z0-9][a-z0-9_-]{0,47}$';
 
+-- The longest interval a task or orchestrator setting may hold (backoff, timeout, start-by...):
+-- larger ones overflowed the time arithmetic of every later result of that task. Inlined.
+CREATE FUNCTION pgconductor._max_interval()
+RETURNS interval
+LANGUAGE sql IMMUTABLE
+RETURN interval '365 days';
+
+-- The most queues a database may hold: each is a partition with its indexes, and a statement
+-- that reads every partition locks them all (thousands exhaust the lock table: 53200). Inlined.
+CREATE FUNCTION pgconductor._max_queues()
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+RETURN 100;
+
+-- p_value made safe for an error message: quoted, control characters shown as "?", cut after
+-- 60 characters, 'NULL' for NULL. One line, whatever the caller sent. Locks nothing.
+CREATE FUNCTION pgconductor._show(p_value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN CASE WHEN p_value IS NULL THEN 'NULL'
+            ELSE quote_literal(regexp_replace(left(p_value, 60), '[[:cntrl:]]', '?', 'g'))
+                 || CASE WHEN char_length(p_value) > 60 THEN '...' ELSE '' END END;
+
 -- Raises 22023 with a hint unless p_key is a valid task key; returns nothing.
 CREATE FUNCTION pgconductor._assert_task_key(p_key text)
 RETURNS void
@@ -51,7 +100,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT pgconductor._valid_task_key(p_key) THEN
-        RAISE EXCEPTION 'invalid task key %', coalesce(quote_literal(left(p_key, 60)), 'NULL')
+        RAISE EXCEPTION 'invalid task key %', pgconductor._show(p_key)
             USING ERRCODE = '22023',
                   HINT = 'A task key is 1-200 characters, without control characters or surrounding spaces.';
     END IF;
@@ -66,10 +115,67 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT pgconductor._valid_queue_name(p_queue) THEN
-        RAISE EXCEPTION 'invalid queue name %', coalesce(quote_literal(left(p_queue, 60)), 'NULL')
+        RAISE EXCEPTION 'invalid queue name %', pgconductor._show(p_queue)
             USING ERRCODE = '22023',
                   HINT = 'A queue name is 1-48 characters of a-z, 0-9, "_" and "-", starting with a letter or digit.';
     END IF;
+END
+$$;
+
+-- Raises 22023 unless p_key is NULL (no deduplication) or 1-250 characters: the unique index
+-- on (queue, task_key, dedupe_key) refuses entries over about 2.7 kB (54000). Returns nothing.
+CREATE FUNCTION pgconductor._assert_dedupe_key(p_key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_key IS NOT NULL AND char_length(p_key) NOT BETWEEN 1 AND 250 THEN
+        RAISE EXCEPTION 'invalid dedupe key % (% characters)', pgconductor._show(p_key), char_length(p_key)
+            USING ERRCODE = '22023', HINT = 'A dedupe key is 1-250 characters (hash a longer one), or NULL for none.';
+    END IF;
+END
+$$;
+
+-- Raises 22023 unless p_value lies in [p_min, p_max] (p_what names the setting in the
+-- message); NULL passes when p_nullable. Returns nothing.
+CREATE FUNCTION pgconductor._assert_interval(p_what text, p_value interval, p_min interval, p_nullable boolean,
+                                             p_max interval DEFAULT pgconductor._max_interval())
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value IS NULL AND p_nullable THEN
+        RETURN;
+    END IF;
+    IF p_value IS NULL OR p_value < p_min OR p_value > p_max THEN
+        RAISE EXCEPTION '% must be between % and %, got %', p_what, p_min, p_max,
+                        coalesce(p_value::text, 'NULL')
+            USING ERRCODE = '22023', HINT = format('Pass an interval such as ''30 seconds''%s.',
+                                                   CASE WHEN p_nullable THEN ', or NULL for none' ELSE '' END);
+    END IF;
+END
+$$;
+
+-- Raises 22023 unless p_tz names a time zone the server knows as a zone (an IANA name such
+-- as Europe/Berlin, or UTC), whatever the session's timezone_abbreviations: an abbreviation
+-- valid only in the registering session made every later claim of other sessions fail.
+-- The SET clause restores the session's TimeZone when the function returns.
+CREATE FUNCTION pgconductor._assert_timezone(p_tz text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    IF p_tz IS NULL OR p_tz = '' OR char_length(p_tz) > 100 THEN
+        RAISE invalid_parameter_value;
+    END IF;
+    PERFORM set_config('TimeZone', p_tz, true);
+EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE EXCEPTION 'unknown time zone %', pgconductor._show(p_tz)
+        USING ERRCODE = '22023', HINT = 'Use a zone name such as Europe/Berlin or UTC (see pg_timezone_names); abbreviations such as CEST are not zones.';
 END
 $$;
 
@@ -88,13 +194,44 @@ AS $$
     FROM (SELECT (p_at AT TIME ZONE coalesce(p_tz, 'UTC'))::time AS t) AS l
 $$;
 
+-- Tasks whose daily window is closed at p_at: the claim skips them. A task whose time zone
+-- the server no longer knows counts as closed, so one bad setting never fails the claims of
+-- other tasks. Locks nothing; returns the task keys (empty when no task has a window).
+CREATE FUNCTION pgconductor._closed_tasks(p_at timestamptz)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_closed text[] := '{}';
+    v_task   record;
+BEGIN
+    FOR v_task IN
+        SELECT t.key, t.window_start, t.window_end, t.timezone FROM pgconductor.tasks AS t
+         WHERE t.window_start IS NOT NULL
+    LOOP
+        BEGIN
+            IF NOT pgconductor._in_window(v_task.window_start, v_task.window_end, v_task.timezone, p_at) THEN
+                v_closed := v_closed || v_task.key;
+            END IF;
+        EXCEPTION WHEN invalid_parameter_value OR data_exception THEN
+            v_closed := v_closed || v_task.key;
+        END;
+    END LOOP;
+    RETURN v_closed;
+END
+$$;
+
 -- Delay before retry number p_attempt + 1: min(cap, base * 2^(attempt-1)), with "equal
--- jitter" (uniform in [d/2, d]) so retry storms spread out. Never exceeds p_cap.
+-- jitter" (uniform in [d/2, d]) so retry storms spread out. Never exceeds p_cap, and never
+-- overflows: computed in seconds (double precision), capped before it becomes an interval.
 CREATE FUNCTION pgconductor._backoff(p_attempt integer, p_base interval, p_cap interval)
 RETURNS interval
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT d / 2 + d / 2 * random()
-    FROM (SELECT least(p_cap, p_base * power(2, least(greatest(p_attempt, 1) - 1, 40))::double precision) AS d) AS b
+    SELECT make_interval(secs => d / 2 + d / 2 * random())
+    FROM (SELECT least(extract(epoch FROM least(p_cap, pgconductor._max_interval()))::double precision,
+                       greatest(extract(epoch FROM p_base)::double precision, 0)
+                       * power(2::double precision, least(greatest(coalesce(p_attempt, 1), 1) - 1, 60))) AS d) AS b
 $$;

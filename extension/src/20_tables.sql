@@ -2,7 +2,8 @@
 -- partition per queue); an execution that ends moves to "finished_executions", so claims
 -- never scan finished work.
 
--- Queues: inserting a row creates the queue's partition, deleting it drops it (25_queues.sql).
+-- Queues: inserting a row creates the queue's partition, deleting it drops it (25_queues.sql);
+-- at most _max_queues() of them.
 CREATE TABLE pgconductor.queues (
     name       text PRIMARY KEY CONSTRAINT queues_name_valid CHECK (name ~ '^[a-z0-9][a-z0-9_-]{0,47}$'),
     created_at timestamptz NOT NULL DEFAULT pgconductor._now()
@@ -19,8 +20,10 @@ CREATE TABLE pgconductor.tasks (
     window_end   time,
     timezone     text NOT NULL DEFAULT 'UTC',
     backoff_base interval NOT NULL DEFAULT '1 second' CONSTRAINT tasks_backoff_base_nonnegative CHECK (backoff_base >= interval '0'),
-    backoff_cap  interval NOT NULL DEFAULT '10 minutes',
-    timeout      interval CONSTRAINT tasks_timeout_positive CHECK (timeout > interval '0'),
+    backoff_cap  interval NOT NULL DEFAULT '10 minutes'
+                     CONSTRAINT tasks_backoff_cap_bounded CHECK (backoff_cap <= pgconductor._max_interval()),
+    timeout      interval CONSTRAINT tasks_timeout_positive CHECK (timeout > interval '0')
+                     CONSTRAINT tasks_timeout_bounded CHECK (timeout <= pgconductor._max_interval()),
     created_at   timestamptz NOT NULL DEFAULT pgconductor._now(),
     updated_at   timestamptz NOT NULL DEFAULT pgconductor._now(),
     CONSTRAINT tasks_window_both_or_neither CHECK ((window_start IS NULL) = (window_end IS NULL)),

@@ -1,6 +1,28 @@
 -- Enqueueing: invoke() for one execution, invoke_batch() for many in one statement, and
 -- register_task() for a task's settings. All callable from plain SQL and from triggers.
 
+-- Raises 22023 for a run_at that is not a finite time ('infinity' would never run and
+-- '-infinity' cannot be ordered against a claim position). Returns nothing.
+CREATE FUNCTION pgconductor._assert_run_at(p_run_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT isfinite(p_run_at) THEN
+        RAISE EXCEPTION 'run_at must be a finite time, got %', p_run_at
+            USING ERRCODE = '22023', HINT = 'Pass NULL for now, or a timestamptz.';
+    END IF;
+END
+$$;
+
+-- The most queues one invoke_batch() may create: a batch naming hundreds of new queues
+-- created them all in one transaction (each a partition) and could exhaust shared memory. Inlined.
+CREATE FUNCTION pgconductor._max_new_queues_per_call()
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+RETURN 10;
+
 -- Enqueues one execution of p_task_key and returns its id. The queue is p_queue, else the
 -- task's registered queue, else 'default' (created on demand). With p_dedupe_key: a pending
 -- execution holding the key is updated in place (same id); a running one lets go of the key
@@ -26,6 +48,12 @@ BEGIN
     -- The common case costs one lookup: the queue and whether it exists, in one statement.
     IF NOT pgconductor._valid_task_key(p_task_key) THEN
         PERFORM pgconductor._assert_task_key(p_task_key);
+    END IF;
+    IF p_dedupe_key IS NOT NULL THEN
+        PERFORM pgconductor._assert_dedupe_key(p_dedupe_key);
+    END IF;
+    IF NOT isfinite(p_run_at) THEN
+        PERFORM pgconductor._assert_run_at(p_run_at);
     END IF;
     SELECT r.name, EXISTS (SELECT 1 FROM pgconductor.queues AS q WHERE q.name = r.name)
       INTO v_queue, v_exists
@@ -54,7 +82,8 @@ BEGIN
             EXIT WHEN v_id IS NOT NULL;
         END LOOP;
         IF v_id IS NULL THEN
-            RAISE EXCEPTION 'could not enqueue % with dedupe key %: the execution holding it keeps changing', p_task_key, p_dedupe_key
+            RAISE EXCEPTION 'could not enqueue % with dedupe key %: the execution holding it keeps changing',
+                            pgconductor._show(p_task_key), pgconductor._show(p_dedupe_key)
                 USING ERRCODE = '40001', HINT = 'Retry the call.';
         END IF;
     END IF;
@@ -94,13 +123,36 @@ BEGIN
         RAISE EXCEPTION 'invoke_batch arrays have different lengths'
             USING ERRCODE = '22023', HINT = 'Pass one element per execution in every array (or NULL for a whole optional array).';
     END IF;
+    IF greatest(array_ndims(p_task_keys), array_ndims(p_payloads), array_ndims(p_queues), array_ndims(p_run_ats),
+                array_ndims(p_priorities), array_ndims(p_dedupe_keys)) > 1 THEN
+        RAISE EXCEPTION 'invoke_batch takes one-dimensional arrays'
+            USING ERRCODE = '22023', HINT = 'Pass a flat array with one element per execution.';
+    END IF;
     IF v_n = 0 THEN
         RETURN;
     END IF;
+    -- Elements pair by position whatever each array's lower bound ('[0:1]={...}'): the keyed
+    -- path below subscripts, so every array is rebased to start at 1.
+    IF array_lower(p_task_keys, 1) <> 1 THEN p_task_keys := ARRAY(SELECT unnest(p_task_keys)); END IF;
+    IF array_lower(p_payloads, 1) <> 1 THEN p_payloads := ARRAY(SELECT unnest(p_payloads)); END IF;
+    IF array_lower(p_queues, 1) <> 1 THEN p_queues := ARRAY(SELECT unnest(p_queues)); END IF;
+    IF array_lower(p_run_ats, 1) <> 1 THEN p_run_ats := ARRAY(SELECT unnest(p_run_ats)); END IF;
+    IF array_lower(p_priorities, 1) <> 1 THEN p_priorities := ARRAY(SELECT unnest(p_priorities)); END IF;
+    IF array_lower(p_dedupe_keys, 1) <> 1 THEN p_dedupe_keys := ARRAY(SELECT unnest(p_dedupe_keys)); END IF;
+
     SELECT min(u.ord) INTO v_bad FROM unnest(p_task_keys) WITH ORDINALITY AS u(k, ord)
      WHERE NOT pgconductor._valid_task_key(u.k);
     IF v_bad IS NOT NULL THEN
         PERFORM pgconductor._assert_task_key(p_task_keys[v_bad]);
+    END IF;
+    PERFORM pgconductor._assert_run_at(r) FROM unnest(p_run_ats) AS r WHERE NOT isfinite(r);
+    PERFORM pgconductor._assert_dedupe_key(d) FROM unnest(p_dedupe_keys) AS d WHERE d IS NOT NULL;
+    SELECT count(*) INTO v_bad
+      FROM (SELECT DISTINCT q FROM unnest(p_queues) AS q) AS d
+     WHERE d.q IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pgconductor.queues AS x WHERE x.name = d.q);
+    IF v_bad > pgconductor._max_new_queues_per_call() THEN
+        RAISE EXCEPTION 'invoke_batch would create % new queues; one call creates at most %', v_bad, pgconductor._max_new_queues_per_call()
+            USING ERRCODE = '54000', HINT = 'Create the queues first with create_queue(), or split the batch.';
     END IF;
 
     IF p_dedupe_keys IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(p_dedupe_keys) AS d WHERE d IS NOT NULL) THEN
@@ -164,7 +216,8 @@ AS $$
 $$;
 
 -- Creates or updates task p_key's settings (and its queue). Windows are daily [start, end) in
--- p_timezone and may cross midnight. Raises 22023 for bad input. Returns nothing.
+-- p_timezone (a zone name) and may cross midnight; intervals are at most _max_interval().
+-- Raises 22023 for bad input. Returns nothing.
 CREATE FUNCTION pgconductor.register_task(
     p_key          text,
     p_queue        text DEFAULT 'default',
@@ -191,20 +244,14 @@ BEGIN
         RAISE EXCEPTION 'invalid window % - %', coalesce(p_window_start::text, 'NULL'), coalesce(p_window_end::text, 'NULL')
             USING ERRCODE = '22023', HINT = 'Give both ends and make them differ; a window ending before it starts crosses midnight.';
     END IF;
-    BEGIN
-        PERFORM now() AT TIME ZONE coalesce(p_timezone, 'UTC');
-    EXCEPTION WHEN invalid_parameter_value THEN
-        RAISE EXCEPTION 'unknown time zone %', quote_literal(p_timezone)
-            USING ERRCODE = '22023', HINT = 'Use an IANA name such as Europe/Berlin (see pg_timezone_names).';
-    END;
-    IF p_backoff_base IS NULL OR p_backoff_cap IS NULL OR p_backoff_base < interval '0' OR p_backoff_cap < p_backoff_base THEN
-        RAISE EXCEPTION 'invalid backoff base % / cap %', coalesce(p_backoff_base::text, 'NULL'), coalesce(p_backoff_cap::text, 'NULL')
-            USING ERRCODE = '22023', HINT = 'Both are intervals, 0 <= base <= cap.';
+    PERFORM pgconductor._assert_timezone(coalesce(p_timezone, 'UTC'));
+    PERFORM pgconductor._assert_interval('backoff_base', p_backoff_base, interval '0', false);
+    PERFORM pgconductor._assert_interval('backoff_cap', p_backoff_cap, interval '0', false);
+    IF p_backoff_cap < p_backoff_base THEN
+        RAISE EXCEPTION 'backoff_cap % is below backoff_base %', p_backoff_cap, p_backoff_base
+            USING ERRCODE = '22023', HINT = 'The cap bounds the doubling delays: 0 <= base <= cap.';
     END IF;
-    IF p_timeout IS NOT NULL AND p_timeout <= interval '0' THEN
-        RAISE EXCEPTION 'timeout must be positive, got %', p_timeout
-            USING ERRCODE = '22023', HINT = 'Pass NULL for no timeout.';
-    END IF;
+    PERFORM pgconductor._assert_interval('timeout', p_timeout, interval '1 millisecond', true);
     PERFORM pgconductor.create_queue(coalesce(p_queue, 'default'));
     INSERT INTO pgconductor.tasks AS t (key, queue, max_attempts, window_start, window_end, timezone,
                                         backoff_base, backoff_cap, timeout)

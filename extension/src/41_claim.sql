@@ -9,11 +9,12 @@
 -- gets slower: quadratic). So each database session remembers, per queue, the key
 -- (priority, run_at, id) where its last claim ended when that claim filled its batch; the
 -- next claim with the same task filter takes rows of a higher priority first, then continues
--- after that key. A pass from the head
--- runs whenever that does not fill the batch, and at least once a second (by _now()): while a
--- backlog drains, a row that became due behind the position (invoked with a past run_at,
--- released, or left by a claim that rolled back) waits at most about a second; higher
--- priorities are always served first.
+-- after that key. A pass from the head runs whenever that does not fill the batch, and at
+-- least once a second (by _now()): while a backlog drains, a row that became due behind the
+-- position (invoked with a past run_at, released, or left by a claim that rolled back) waits
+-- at most about a second; higher priorities are always served first. The position is text
+-- written under a pinned DateStyle, and one that does not parse is ignored, so no session
+-- setting can make a claim fail.
 
 -- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
 -- NULL (the worker passes the tasks it has handlers for), for orchestrator p_orchestrator_id.
@@ -29,11 +30,11 @@ SET search_path = pg_catalog, pg_temp
 -- The penalty that this puts on the tasks scans must not trigger JIT (70 ms a call).
 SET enable_seqscan = off
 SET jit = off
+SET DateStyle = 'ISO, YMD'
 AS $$
 DECLARE
     v_now      timestamptz := pgconductor._now();
-    v_blocked  text[];
-    v_claimed  bigint;
+    v_blocked  text[] := '{}';
     v_ids      uuid[];
     v_cont     uuid[] := '{}';
     v_head     uuid[] := '{}';
@@ -59,16 +60,21 @@ BEGIN
     END IF;
 
     -- Tasks outside their daily window right now (decided here, from the small tasks table).
-    SELECT coalesce(array_agg(t.key), '{}') INTO v_blocked
-      FROM pgconductor.tasks AS t
-     WHERE t.window_start IS NOT NULL
-       AND NOT pgconductor._in_window(t.window_start, t.window_end, t.timezone, v_now);
+    IF EXISTS (SELECT 1 FROM pgconductor.tasks AS t WHERE t.window_start IS NOT NULL) THEN
+        v_blocked := pgconductor._closed_tasks(v_now);
+    END IF;
 
     -- Pick: the three passes share one candidate predicate (keep them in step); each locks
     -- what it picks (SKIP LOCKED) and lists it in key order. The position is
     -- "priority|run_at|id|head pass at|filter". A continued claim that comes up short runs the
     -- head pass too, so only claims that fill their batch skip it (a drain).
     v_position := string_to_array(nullif(current_setting(v_setting, true), ''), '|');
+    IF cardinality(v_position) <> 5 OR v_position[1] !~ '^-?[0-9]{1,10}$'
+       OR v_position[2] !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}(:[0-9]{2}){0,2}$'
+       OR v_position[4] !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}(:[0-9]{2}){0,2}$'
+       OR v_position[3] !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        v_position := NULL;  -- not one this function wrote (or from an older release): start from the head
+    END IF;
     IF v_position[5] = v_filter AND v_position[4]::timestamptz > v_now - interval '1 second' THEN
         v_head_at := v_position[4]::timestamptz;
         v_cont := ARRAY(
@@ -131,7 +137,6 @@ BEGIN
       FROM claimed AS c
       LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
      ORDER BY c.priority, c.run_at, c.id;
-    GET DIAGNOSTICS v_claimed = ROW_COUNT;
 
     -- A claim that filled its batch (a backlog is draining) leaves the position where it
     -- ended: the greater of the last rows of the two lists (each is in key order). One that
@@ -152,14 +157,12 @@ BEGIN
     -- heartbeat once more (written only in that case). This comes after the claim, and only
     -- when it took something: recovery cannot see the rows claimed here before this commits,
     -- and if it expired this orchestrator meanwhile, the row lock below waits for it and the
-    -- revival then applies.
-    IF v_claimed > 0 THEN
-        INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at)
-        VALUES (p_orchestrator_id, v_now, v_now)
-        ON CONFLICT (id) DO UPDATE
-           SET last_heartbeat_at = v_now, expired_at = NULL, stopped_at = NULL, drained = false
-         WHERE o.expired_at IS NOT NULL OR o.stopped_at IS NOT NULL;
-    END IF;
+    -- revival then applies. (A claim that took nothing returned above.)
+    INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at)
+    VALUES (p_orchestrator_id, v_now, v_now)
+    ON CONFLICT (id) DO UPDATE
+       SET last_heartbeat_at = v_now, expired_at = NULL, stopped_at = NULL, drained = false
+     WHERE o.expired_at IS NOT NULL OR o.stopped_at IS NOT NULL;
 END
 $$;
 

@@ -57,10 +57,15 @@ BEGIN
         RAISE EXCEPTION 'return_executions arrays have different lengths'
             USING ERRCODE = '22023', HINT = 'Pass one element per result in every array (or NULL for a whole optional array).';
     END IF;
+    IF greatest(array_ndims(p_ids), array_ndims(p_leases), array_ndims(p_statuses), array_ndims(p_errors),
+                array_ndims(p_results), array_ndims(p_delays_ms)) > 1 THEN
+        RAISE EXCEPTION 'return_executions takes one-dimensional arrays'
+            USING ERRCODE = '22023', HINT = 'Pass a flat array with one element per result.';
+    END IF;
     SELECT s INTO v_bad FROM unnest(p_statuses) AS s
      WHERE s IS NULL OR s NOT IN ('completed', 'failed', 'fatal', 'released') LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'invalid result status %', coalesce(quote_literal(v_bad), 'NULL')
+        RAISE EXCEPTION 'invalid result status %', pgconductor._show(v_bad)
             USING ERRCODE = '22023', HINT = 'Use completed, failed, fatal or released.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pgconductor.orchestrators AS o WHERE o.id = p_orchestrator_id) THEN

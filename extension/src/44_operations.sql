@@ -122,8 +122,9 @@ DECLARE
     v_cutoff timestamptz;
     v_count  integer;
 BEGIN
-    IF p_older_than IS NULL OR p_older_than < interval '0' OR p_limit IS NULL OR p_limit < 1 THEN
-        RAISE EXCEPTION 'prune_finished needs a non-negative age and a positive limit'
+    PERFORM pgconductor._assert_interval('older_than', p_older_than, interval '0', false, interval '1000 years');
+    IF p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'prune_finished needs a positive limit, got %', coalesce(p_limit::text, 'NULL')
             USING ERRCODE = '22023', HINT = 'For example prune_finished(interval ''7 days'', 10000).';
     END IF;
     v_cutoff := pgconductor._now() - p_older_than;

@@ -7,8 +7,8 @@ BEGIN
         SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'pgconductor'::regnamespace AND p.proname LIKE '\_%'
            AND p.prokind = 'f' AND p.prorettype <> 'trigger'::regtype
-           -- used by column defaults: every writer needs them
-           AND p.proname NOT IN ('_now', '_uuid7')
+           -- used by column defaults (_test_clock through _now): every writer needs them
+           AND p.proname NOT IN ('_now', '_uuid7', '_test_clock')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
     END LOOP;

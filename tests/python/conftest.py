@@ -65,6 +65,8 @@ def _create_database(server: str, name: str, template: str | None = None) -> str
             conn.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(ident, sql.Identifier(template))
             )
+        # Tests move time with pgconductor.fake_now, which only a test-clock database honours.
+        conn.execute(sql.SQL("ALTER DATABASE {} SET pgconductor.test_clock = on").format(ident))
     return with_database(server, name)
 
 

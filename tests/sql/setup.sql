@@ -11,3 +11,5 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS "uuid-ossp";
 CREATE EXTENSION IF NOT EXISTS pgconductor;
 RESET pgconductor.fake_now;
+-- The tests move time with pgconductor.fake_now: the test clock must be on for this database.
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET pgconductor.test_clock = on', current_database()); END $$;

@@ -30,7 +30,7 @@ assert_all_completed
 assert_no_failures
 assert_sql "8 queue partitions exist" "
   SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-   WHERE i.inhparent = 'pgconductor.executions'::regclass AND c.relname LIKE 'executions_assault-%'" 8
+   WHERE i.inhparent = 'pgconductor.executions'::regclass AND c.relname LIKE 'executions_assault-%$'" 8
 assert_sql "every queue completed all its jobs, in its own queue" "
   SELECT string_agg(n::text, ',' ORDER BY queue) FROM (
     SELECT queue, count(*) AS n FROM pgconductor.finished_executions

@@ -18,6 +18,7 @@ setup_test_db
 db=$(e2e_dbname)
 window="$(date -u -d '-2 hours' +%H:%M)-$(date -u -d '+2 hours' +%H:%M)"
 outside=$(date -u -d '-6 hours' '+%Y-%m-%d %H:%M:%S+00')
+q_admin "ALTER DATABASE \"$db\" SET pgconductor.test_clock = on" >/dev/null
 q_admin "ALTER DATABASE \"$db\" SET pgconductor.fake_now = '$outside'" >/dev/null
 assert_sql "the database clock is faked" "SELECT pgconductor._now() = '$outside'::timestamptz" t
 

@@ -32,10 +32,10 @@ SELECT pgconductor.create_queue('mid');
 INSERT INTO pgconductor.executions (task_key, queue, run_at)
 SELECT 'c', 'mid', '2025-08-01 09:00'::timestamptz - g * interval '1 second' FROM generate_series(1, 10000) AS g;
 ANALYZE pgconductor.executions;
-SELECT seq_scan AS seq_before FROM pg_stat_xact_user_tables WHERE relid = 'pgconductor.executions_mid'::regclass \gset
+SELECT seq_scan AS seq_before FROM pg_stat_xact_user_tables WHERE relid = 'pgconductor."executions_mid$"'::regclass \gset
 SELECT count(*) FROM pgconductor.get_executions(NULL::text[], gen_random_uuid(), 100, 'mid');
 SELECT count(*) FROM pgconductor.get_executions(NULL::text[], gen_random_uuid(), 100, 'mid');
-SELECT is((SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relid = 'pgconductor.executions_mid'::regclass),
+SELECT is((SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relid = 'pgconductor."executions_mid$"'::regclass),
           :seq_before::bigint, 'claiming 100 of 10k rows scans no partition sequentially');
 
 SELECT pgconductor.create_queue('small');
@@ -59,7 +59,7 @@ SELECT p::text AS plan FROM (SELECT pg_temp.explain_json($q$
      WHERE e.queue = 'big' AND e.locked_by IS NULL AND e.run_at <= pgconductor._now()
        AND NOT (e.task_key = ANY ('{}'::text[]))
      ORDER BY e.priority, e.run_at, e.id LIMIT 10 FOR UPDATE SKIP LOCKED$q$)) AS x(p);
-SELECT matches((SELECT plan FROM claim_plan), '"Index Name": "executions_big_priority_run_at_id_task_key_attempts_idx"',
+SELECT matches((SELECT plan FROM claim_plan), '"Index Name": "executions_big\$_priority_run_at_id_task_key_attempts_idx"',
                'the claim reads the partial claim index of the queue partition');
 SELECT doesnt_match((SELECT plan FROM claim_plan), '"Node Type": "(Sort|Seq Scan)"', 'with no sort and no sequential scan');
 SELECT is((SELECT count(*) FROM pgconductor.get_executions(NULL::text[], gen_random_uuid(), 10, 'big')), 10::bigint,

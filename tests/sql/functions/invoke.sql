@@ -20,7 +20,7 @@ SELECT pgconductor.invoke('mailer', '{"to": "a@b"}') AS mail_id \gset
 SELECT is((SELECT queue FROM pgconductor.executions WHERE id = :'mail_id'), 'mail', 'a registered task goes to its queue');
 SELECT pgconductor.invoke('ad-hoc', '{}', p_queue => 'fresh-q') AS adhoc_id \gset
 SELECT is((SELECT queue FROM pgconductor.executions WHERE id = :'adhoc_id'), 'fresh-q', 'an unknown queue is created on demand');
-SELECT has_table('pgconductor', 'executions_fresh-q', 'the new queue has its partition');
+SELECT has_table('pgconductor', 'executions_fresh-q$', 'the new queue has its partition');
 SELECT pgconductor.invoke('later', '{}', p_run_at => '2025-04-02 00:00') AS later_id \gset
 SELECT is((SELECT run_at FROM pgconductor.executions WHERE id = :'later_id'),
           '2025-04-02 00:00:00+00'::timestamptz, 'run_at delays the execution');

@@ -14,7 +14,7 @@ SELECT pgconductor.register_task('report', 'reports', 5, '22:00', '06:00', 'Euro
 SELECT row_eq($$SELECT queue, max_attempts, window_start, window_end, timezone, backoff_base, backoff_cap, timeout FROM pgconductor.tasks WHERE key = 'report'$$,
               ROW('reports'::text, 5, '22:00'::time, '06:00'::time, 'Europe/Paris'::text, '2 seconds'::interval, '1 minute'::interval, '30 seconds'::interval),
               'a second call updates every setting');
-SELECT has_table('pgconductor', 'executions_reports', 'the task queue exists');
+SELECT has_table('pgconductor', 'executions_reports$', 'the task queue exists');
 
 SELECT throws_ok($$SELECT pgconductor.register_task('')$$, '22023', NULL, 'empty key');
 SELECT throws_ok($$SELECT pgconductor.register_task('x', 'a b')$$, '22023', NULL, 'bad queue');

@@ -1,8 +1,8 @@
 -- The public API surface and its privileges.
 -- Cases: every documented function exists with its signature; every function pins its
 -- search_path or has a SQL-standard body (names bound at CREATE, so inlinable); the hot
--- helpers are such bodies; internal helpers ("_" prefix) are not executable by PUBLIC, except the two
--- that column defaults call; the public API is.
+-- helpers and named limits are such bodies; internal helpers ("_" prefix) are not executable by
+-- PUBLIC, except the three that column defaults call; the public API is.
 \i tests/sql/setup.sql
 BEGIN;
 SELECT plan(22);
@@ -31,15 +31,16 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE p
           NULL, 'every function pins search_path or binds its names at CREATE (SQL-standard body)');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND prosqlbody IS NOT NULL AND proconfig IS NULL),
-          ARRAY['_now', '_uuid7', '_valid_queue_name', '_valid_task_key'],
-          'the hot helpers have no SET clause, so the planner can inline them');
+          ARRAY['_max_interval', '_max_new_queues_per_call', '_max_queues', '_now', '_partition_name', '_show',
+                '_uuid7', '_valid_queue_name', '_valid_task_key'],
+          'the hot helpers and the named limits have no SET clause, so the planner can inline them');
 
 CREATE ROLE pgc_test_outsider;
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
             WHERE pronamespace = 'pgconductor'::regnamespace AND proname LIKE '\_%' AND prorettype <> 'trigger'::regtype
               AND has_function_privilege('pgc_test_outsider', oid, 'EXECUTE')),
-          ARRAY['_now', '_uuid7'],
-          'PUBLIC may execute only the internal helpers that column defaults need');
+          ARRAY['_now', '_test_clock', '_uuid7'],
+          'PUBLIC may execute only the internal helpers that column defaults need (_test_clock through _now)');
 SELECT ok(has_function_privilege('pgc_test_outsider', 'pgconductor.invoke(text, jsonb, text, timestamptz, integer, text)', 'EXECUTE'),
           'PUBLIC may execute the public API');
 SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor._finish(uuid, text, text, text)', 'EXECUTE'),
