@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(make postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl shellcheck)
+APT_PACKAGES=(make postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl shellcheck pgbouncer)
 VENV=.venv
 STAMP=$VENV/.stamp
 PYPROJECT=python/pyproject.toml
