@@ -6,7 +6,7 @@
 -- * drop_queue(q, NULL) no longer drops a queue that holds executions; a forced drop ends its
 --   live executions cancelled (kept in finished_executions) instead of deleting them.
 -- * Backoff is computed without overflow; task intervals (backoff, timeout) are at most
---   365 days (existing tasks are clamped), heartbeat's stale_after 100 ms..1 day,
+--   365 days (existing tasks are clamped), heartbeat's stale_after at most 1 day,
 --   prune_finished's age at most 1000 years.
 -- * Time zones must be zone names the server knows, whatever the session's abbreviations; a
 --   task whose zone the server does not know counts as outside its window instead of failing
@@ -842,8 +842,8 @@ BEGIN
         RAISE EXCEPTION 'orchestrator id must not be NULL'
             USING ERRCODE = '22023', HINT = 'Each worker process picks one uuid and uses it for every call.';
     END IF;
-    IF p_stale_after IS NULL OR p_stale_after < interval '100 milliseconds' OR p_stale_after > interval '1 day' THEN
-        RAISE EXCEPTION 'stale_after must be between 100 milliseconds and 1 day, got %', coalesce(p_stale_after::text, 'NULL')
+    IF p_stale_after IS NULL OR p_stale_after <= interval '0' OR p_stale_after > interval '1 day' THEN
+        RAISE EXCEPTION 'stale_after must be positive and at most 1 day, got %', coalesce(p_stale_after::text, 'NULL')
             USING ERRCODE = '22023', HINT = 'Use several heartbeat intervals, e.g. 30 seconds for a 5 second heartbeat.';
     END IF;
     SELECT o.last_heartbeat_at INTO v_prev FROM pgconductor.orchestrators AS o
