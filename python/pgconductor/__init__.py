@@ -4,50 +4,120 @@ Every scheduling rule lives in the `pgconductor` extension; this package registe
 handlers, enqueues work and runs handlers by calling the extension's SQL functions.
 """
 
-import logging
+from __future__ import annotations
 
-from pgconductor.clock import Clock, SystemClock
-from pgconductor.conductor import Backoff, Conductor, Task, TaskContext
-from pgconductor.db import DatabaseClient, RetryPolicy, SqlDatabaseClient
-from pgconductor.errors import (
-    ExtensionMissing,
-    InvalidInput,
-    InvalidState,
-    NotFound,
-    PayloadValidationError,
-    PgConductorError,
-    TransientError,
-    VersionMismatch,
-)
-from pgconductor.orchestrator import Orchestrator, WorkerConfig
-from pgconductor.schema import SUPPORTED_EXTENSION_VERSIONS, SchemaManager
-from pgconductor.types import (
-    ClaimedExecution,
-    ExecutionInfo,
-    ExecutionResult,
-    OrchestratorInfo,
-    QueueStats,
-    ResultStatus,
-    ReturnOutcome,
-    Signal,
-    TaskSpec,
-)
-from pgconductor.worker import Worker
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pgconductor.clock import Clock, SystemClock
+    from pgconductor.conductor import Backoff, Conductor, Task, TaskContext
+    from pgconductor.db import DatabaseClient, RetryPolicy, SqlDatabaseClient
+    from pgconductor.errors import (
+        Cancelled,
+        ExtensionMissing,
+        Fatal,
+        InvalidInput,
+        InvalidState,
+        NotFound,
+        PayloadValidationError,
+        PgConductorError,
+        RetryAfter,
+        TransientError,
+        VersionMismatch,
+    )
+    from pgconductor.orchestrator import Orchestrator, WorkerConfig
+    from pgconductor.schema import SUPPORTED_EXTENSION_VERSIONS, SchemaManager
+    from pgconductor.types import (
+        ClaimedExecution,
+        ExecutionInfo,
+        ExecutionResult,
+        ExecutionSummary,
+        OrchestratorInfo,
+        QueueStats,
+        ResultStatus,
+        ReturnOutcome,
+        Signal,
+        TaskOverview,
+        TaskSpec,
+    )
+    from pgconductor.worker import Worker
 
 __version__ = "0.2.0"
 
 logging.getLogger("pgconductor").addHandler(logging.NullHandler())
 
+#: Where each public name lives. Names are imported on first use, so that importing a
+#: light module of the package (the CLI's `--help`) does not load SQLAlchemy and psycopg.
+_HOMES = {
+    "Clock": "pgconductor.clock",
+    "SystemClock": "pgconductor.clock",
+    "Backoff": "pgconductor.conductor",
+    "Conductor": "pgconductor.conductor",
+    "Task": "pgconductor.conductor",
+    "TaskContext": "pgconductor.conductor",
+    "DatabaseClient": "pgconductor.db",
+    "RetryPolicy": "pgconductor.db",
+    "SqlDatabaseClient": "pgconductor.db",
+    "Cancelled": "pgconductor.errors",
+    "ExtensionMissing": "pgconductor.errors",
+    "Fatal": "pgconductor.errors",
+    "InvalidInput": "pgconductor.errors",
+    "InvalidState": "pgconductor.errors",
+    "NotFound": "pgconductor.errors",
+    "PayloadValidationError": "pgconductor.errors",
+    "PgConductorError": "pgconductor.errors",
+    "RetryAfter": "pgconductor.errors",
+    "TransientError": "pgconductor.errors",
+    "VersionMismatch": "pgconductor.errors",
+    "Orchestrator": "pgconductor.orchestrator",
+    "WorkerConfig": "pgconductor.orchestrator",
+    "SUPPORTED_EXTENSION_VERSIONS": "pgconductor.schema",
+    "SchemaManager": "pgconductor.schema",
+    "ClaimedExecution": "pgconductor.types",
+    "ExecutionInfo": "pgconductor.types",
+    "ExecutionResult": "pgconductor.types",
+    "ExecutionSummary": "pgconductor.types",
+    "OrchestratorInfo": "pgconductor.types",
+    "QueueStats": "pgconductor.types",
+    "ResultStatus": "pgconductor.types",
+    "ReturnOutcome": "pgconductor.types",
+    "Signal": "pgconductor.types",
+    "TaskOverview": "pgconductor.types",
+    "TaskSpec": "pgconductor.types",
+    "Worker": "pgconductor.worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562)."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pgconductor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public names, imported or not."""
+    return sorted(set(globals()) | set(_HOMES))
+
+
 __all__ = [
     "SUPPORTED_EXTENSION_VERSIONS",
     "Backoff",
+    "Cancelled",
     "ClaimedExecution",
     "Clock",
     "Conductor",
     "DatabaseClient",
     "ExecutionInfo",
     "ExecutionResult",
+    "ExecutionSummary",
     "ExtensionMissing",
+    "Fatal",
     "InvalidInput",
     "InvalidState",
     "NotFound",
@@ -57,6 +127,7 @@ __all__ = [
     "PgConductorError",
     "QueueStats",
     "ResultStatus",
+    "RetryAfter",
     "RetryPolicy",
     "ReturnOutcome",
     "SchemaManager",
@@ -65,6 +136,7 @@ __all__ = [
     "SystemClock",
     "Task",
     "TaskContext",
+    "TaskOverview",
     "TaskSpec",
     "TransientError",
     "VersionMismatch",

@@ -21,7 +21,14 @@ from pgconductor.clock import Clock, SystemClock
 from pgconductor.db import RetryPolicy, SqlDatabaseClient
 from pgconductor.errors import InvalidInput, PgConductorError
 from pgconductor.protocol import DatabaseClient, SyncInvoker
-from pgconductor.task import Backoff, Task, TaskContext, clock_time, seconds
+from pgconductor.task import (
+    Backoff,
+    Task,
+    TaskContext,
+    clock_time,
+    seconds,
+    settings_made_in_sql,
+)
 from pgconductor.types import TaskSpec
 
 __all__ = ["Backoff", "Conductor", "Task", "TaskContext"]
@@ -29,6 +36,8 @@ __all__ = ["Backoff", "Conductor", "Task", "TaskContext"]
 R = TypeVar("R")
 #: How many payloads one `invoke_batch` call carries at most.
 BATCH_CHUNK = 5000
+#: SQLSTATE of a call to a function the installed extension does not have.
+UNDEFINED_FUNCTION = "42883"
 
 
 def _context_mapping(context: Mapping[str, Any] | object | None) -> dict[str, Any]:
@@ -92,39 +101,47 @@ class Conductor:
         self,
         key: str,
         *,
-        queue: str = "default",
-        max_attempts: int = 3,
+        queue: str | None = None,
+        max_attempts: int | None = None,
         backoff: Backoff | tuple[timedelta | float, timedelta | float] | None = None,
         window: tuple[str | time, str | time] | None = None,
-        timezone: str = "UTC",
+        timezone: str | None = None,
         timeout: timedelta | float | None = None,
+        max_retry_after: int | None = None,
         payload: Any = None,
     ) -> Callable[[Callable[..., R]], Task[R]]:
-        """Register a handler `(ctx, payload)` (async or plain) under `key`; returns a `Task`."""
+        """Register a handler `(ctx, payload)` (async or plain) under `key`; returns a `Task`.
+
+        A setting left out (None) is not sent: the worker keeps what SQL has for it (set
+        with `register_task`/`declare_task`), or the default for a new task (queue
+        `default`, 3 attempts, backoff 1 s to 10 min, UTC, no window, no timeout, 20
+        `RetryAfter`s).
+        """
         if not key or not isinstance(key, str):
             raise InvalidInput("a task key must be a non-empty string", sqlstate="22023")
         if key in self.tasks:
             raise InvalidInput(f"task {key!r} is already registered", sqlstate="22023")
-        if max_attempts < 1:
+        if max_attempts is not None and max_attempts < 1:
             raise InvalidInput("max_attempts must be at least 1", sqlstate="22023")
-        if backoff is None:
-            backoff = Backoff()
-        elif not isinstance(backoff, Backoff):
-            backoff = Backoff(seconds(backoff[0], "backoff base"), seconds(backoff[1], "cap"))
-        start = end = None
+        if max_retry_after is not None and max_retry_after < 0:
+            raise InvalidInput("max_retry_after must not be negative", sqlstate="22023")
+        given: dict[str, Any] = {
+            "queue": queue,
+            "max_attempts": max_attempts,
+            "timezone": timezone,
+            "timeout": None if timeout is None else seconds(timeout, "timeout"),
+            "max_retry_after": max_retry_after,
+        }
+        if backoff is not None:
+            if not isinstance(backoff, Backoff):
+                backoff = Backoff(seconds(backoff[0], "backoff base"), seconds(backoff[1], "cap"))
+            given["backoff_base"], given["backoff_cap"] = backoff.base, backoff.cap
         if window is not None:
-            start, end = (clock_time(v, "window bound") for v in window)
-        spec = TaskSpec(
-            key=key,
-            queue=queue,
-            max_attempts=max_attempts,
-            window_start=start,
-            window_end=end,
-            timezone=timezone,
-            backoff_base=backoff.base,
-            backoff_cap=backoff.cap,
-            timeout=None if timeout is None else seconds(timeout, "timeout"),
-        )
+            given["window_start"], given["window_end"] = (
+                clock_time(v, "window bound") for v in window
+            )
+        given = {name: value for name, value in given.items() if value is not None}
+        spec = TaskSpec(key=key, **given, declared=frozenset(given))
 
         def register(handler: Callable[..., R]) -> Task[R]:
             if not callable(handler):
@@ -135,10 +152,31 @@ class Conductor:
 
         return register
 
-    async def register_tasks(self) -> None:
-        """Upsert every registered task's settings in the database (`register_task`)."""
+    async def register_tasks(self) -> dict[str, dict[str, Any]]:
+        """Declare every task in the database with only the settings given in Python.
+
+        Each task's `spec` becomes the effective settings SQL returns (`declare_task`).
+        Returns, per task, the settings SQL kept: made there, not given in Python, and
+        not the defaults. An extension without `declare_task` (before 0.4.0) gets
+        `register_task` with every setting instead.
+        """
+        kept: dict[str, dict[str, Any]] = {}
+        declare = True
         for task in self.tasks.values():
-            await self.client.register_task(task.spec)
+            if declare:
+                try:
+                    task.spec = await self.client.declare_task(task.spec)
+                except PgConductorError as exc:
+                    if exc.sqlstate != UNDEFINED_FUNCTION:
+                        raise
+                    declare = False
+            if not declare:
+                await self.client.register_task(task.spec)
+                continue
+            made = settings_made_in_sql(task.spec)
+            if made:
+                kept[task.key] = made
+        return kept
 
     def _resolve(self, task: Task[Any] | str) -> tuple[str, Task[Any] | None]:
         if isinstance(task, Task):

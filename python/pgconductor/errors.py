@@ -6,15 +6,19 @@ module maps the SQLSTATE to a class and decides which errors are worth retrying.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 __all__ = [
+    "Cancelled",
     "ExtensionMissing",
+    "Fatal",
     "InvalidInput",
     "InvalidState",
     "NotFound",
     "PayloadValidationError",
     "PgConductorError",
+    "RetryAfter",
     "TransientError",
     "VersionMismatch",
     "from_db_error",
@@ -95,6 +99,49 @@ class PayloadValidationError(InvalidInput):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle with the validation errors kept."""
         return (PayloadValidationError, (self.message,), {"errors": self.errors})
+
+
+#: The longest `RetryAfter` delay: SQL takes it as an integer of milliseconds.
+MAX_RETRY_AFTER_SECONDS = (2**31 - 1) // 1000
+
+
+class Fatal(Exception):
+    """Raised by a handler: fail the execution now, without retrying (status `fatal`)."""
+
+
+class RetryAfter(Exception):
+    """Raised by a handler: run again after `delay` without counting the attempt.
+
+    SQL bounds how often an execution may do this (the task's `max_retry_after`); past it
+    the execution fails with the reason given here.
+    """
+
+    def __init__(self, delay: timedelta | float, reason: str = "") -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if not 0 <= seconds <= MAX_RETRY_AFTER_SECONDS:
+            raise ValueError(
+                f"RetryAfter needs a delay from 0 to {MAX_RETRY_AFTER_SECONDS} s, not {seconds!r}"
+            )
+        super().__init__(reason or f"retry after {seconds:g} s")
+        self.delay = timedelta(seconds=seconds)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the delay kept."""
+        return (RetryAfter, (self.delay, self.reason))
+
+    @property
+    def delay_ms(self) -> int:
+        """The delay in whole milliseconds, as `return_executions` takes it."""
+        return round(self.delay.total_seconds() * 1000)
+
+
+class Cancelled(Exception):
+    """Raised by `ctx.raise_if_cancelled()` once the execution was asked to stop.
+
+    A handler lets it propagate; the worker then reports what stopped it (a cancel ends
+    `cancelled`, a shutdown gives the execution back, a timeout fails the attempt).
+    """
 
 
 _CLASSES: dict[str, type[PgConductorError]] = {

@@ -6,16 +6,20 @@
 | it returned a value                            | `completed` with the value as JSON       |
 | it returned a value that is not JSON           | `fatal` (a retry would not help)         |
 | it raised                                      | `failed` with the traceback text         |
+| it raised `Fatal("why")`                       | `fatal` with the traceback (no retry)    |
+| it raised `RetryAfter(s, "why")`               | `retry_after`, `delay_ms`, error "why"   |
 | it ran past its timeout                        | `failed`, "timed out after X s"          |
 | it stopped after `Abort.SHUTDOWN`              | `released` (the attempt is not counted)  |
 | it stopped after `Abort.CANCEL`                | `failed`, "cancelled" (SQL: `cancelled`) |
 | it stopped after `Abort.LEASE_LOST`            | nothing: the lease is gone               |
 
-A handler that returns normally after an abort has done its work: that is `completed`.
+After an abort, whatever the handler raised (`Cancelled` from `ctx.raise_if_cancelled()`,
+`Fatal`, anything) the abort decides. A handler that returns normally after an abort has
+done its work: that is `completed` (SQL ends a cancelled one `cancelled`, its result kept).
 Async handlers are aborted by cancelling the task that runs them; sync handlers run on a
-`DaemonThreadPool` and cannot be interrupted, so they only see `ctx`'s cancel event. Either
-way `execute()` returns only once the handler has really stopped: a result never claims an
-execution is free while its handler still runs (the original's G5).
+`DaemonThreadPool` and cannot be interrupted, so they only see `ctx.cancelled` (and
+`ctx.raise_if_cancelled()`). Either way `execute()` returns only once the handler has really
+stopped: a result never claims an execution is free while its handler still runs (G5).
 """
 
 from __future__ import annotations
@@ -31,11 +35,11 @@ from uuid import UUID
 
 from pgconductor.conductor import TaskContext
 from pgconductor.encoding import json_default
-from pgconductor.errors import PayloadValidationError
+from pgconductor.errors import Fatal, PayloadValidationError, RetryAfter
 from pgconductor.lib.threadpool import DaemonThreadPool
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus, TaskSpec
 
-__all__ = ["MAX_ERROR_CHARS", "Abort", "Execution", "HandlerTask", "execute"]
+__all__ = ["MAX_ERROR_CHARS", "Abort", "Execution", "HandlerTask", "error_summary", "execute"]
 
 #: Longest error text sent to SQL; a longer traceback keeps its end (where the error is).
 MAX_ERROR_CHARS = 8000
@@ -252,10 +256,33 @@ async def _run_async(
 
 
 def _failed(control: Execution, exc: BaseException) -> ExecutionResult | None:
-    """A handler raised: after an abort the abort decides, else the traceback is the error."""
+    """A handler raised: after an abort the abort decides; `Fatal` and `RetryAfter` steer
+    what SQL does; anything else fails the attempt with its traceback."""
+    claimed = control.claimed
     if control.reason is not None:
-        return _aborted(control.claimed, control.reason)
-    return _result(control.claimed, ResultStatus.FAILED, error_text(exc))
+        return _aborted(claimed, control.reason)
+    if isinstance(exc, RetryAfter):
+        return ExecutionResult(
+            claimed.id,
+            claimed.lease,
+            ResultStatus.RETRY_AFTER,
+            error=clean_text(exc.reason) or None,
+            delay_ms=exc.delay_ms,
+        )
+    status = ResultStatus.FATAL if isinstance(exc, Fatal) else ResultStatus.FAILED
+    return _result(claimed, status, error_text(exc))
+
+
+def error_summary(error: str | None) -> str:
+    """One line for a log: a traceback's exception line (its first line), else the first line."""
+    if not error:
+        return ""
+    lines = error.splitlines()
+    if "Traceback (most recent call last):" in error:
+        frames = [n for n, line in enumerate(lines) if line.startswith(" ")]
+        if frames and frames[-1] + 1 < len(lines):
+            return lines[frames[-1] + 1]
+    return lines[0]
 
 
 _PRIVATE_POOL: DaemonThreadPool | None = None

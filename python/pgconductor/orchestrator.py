@@ -60,6 +60,28 @@ def _seconds(value: timedelta | float) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def _task_queues(conductor: Conductor) -> list[str]:
+    return sorted({t.spec.queue for t in conductor.tasks.values()})
+
+
+def _check_queues(conductor: Conductor, configs: Sequence[WorkerConfig], *, settled: bool) -> None:
+    """Every queue served must hold some task; before `settled` (the tasks are declared), a
+    task whose queue Python left to SQL may be on any queue."""
+    for config in configs:
+        if not any(
+            t.spec.queue == config.queue or (not settled and "queue" not in t.spec.declared)
+            for t in conductor.tasks.values()
+        ):
+            raise ValueError(f"no task is registered for queue {config.queue!r}")
+
+
+def _shown(value: Any) -> str:
+    """A setting as a log line shows it: durations in seconds, times as HH:MM:SS."""
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds():g}s"
+    return str(value)
+
+
 class Orchestrator(Service):
     """Run a `Conductor`'s handlers for some queues in this process."""
 
@@ -102,17 +124,13 @@ class Orchestrator(Service):
             "flush_interval": flush_interval,
             "poll_interval": poll_interval,
         }
-        names = (
-            queues
-            if queues is not None
-            else sorted({t.spec.queue for t in conductor.tasks.values()})
-        )
+        #: The queues follow the tasks' effective settings (known once they are declared).
+        self._queues_follow_tasks = queues is None
+        names = queues if queues is not None else _task_queues(conductor)
         self.configs = [q if isinstance(q, WorkerConfig) else WorkerConfig(q) for q in names]
         if not self.configs:
             raise ValueError("nothing to run: the conductor has no tasks and no queue was given")
-        for config in self.configs:
-            if not any(t.spec.queue == config.queue for t in conductor.tasks.values()):
-                raise ValueError(f"no task is registered for queue {config.queue!r}")
+        _check_queues(conductor, self.configs, settled=False)
         if len({c.queue for c in self.configs}) != len(self.configs):
             raise ValueError("a queue is listed twice")
         if (
@@ -146,8 +164,7 @@ class Orchestrator(Service):
         async with asyncio.timeout(self.start_timeout):
             self.client = client = self.conductor.client
             await SchemaManager(self._schema_client(client)).check()
-            for task in self.conductor.tasks.values():
-                await client.register_task(task.spec)
+            await self._declare_tasks()
             self.workers = [self._make_worker(client, c) for c in self.configs]
             await self._beat(raise_errors=True)
             self._registered = True
@@ -171,6 +188,19 @@ class Orchestrator(Service):
             os.getpid(),
         )
 
+    async def _declare_tasks(self) -> None:
+        """Declare the tasks; the queues to serve follow the effective settings."""
+        kept = await self.conductor.register_tasks()
+        for key, settings in kept.items():
+            self.log.info(
+                "task %s: keeping settings made in SQL (not given in Python): %s",
+                key,
+                ", ".join(f"{name}={_shown(value)}" for name, value in settings.items()),
+            )
+        if self._queues_follow_tasks:
+            self.configs = [WorkerConfig(q) for q in _task_queues(self.conductor)]
+        _check_queues(self.conductor, self.configs, settled=True)
+
     def _schema_client(self, client: DatabaseClient) -> SchemaClient:
         if not isinstance(client, SchemaClient):
             raise TypeError("the conductor's client cannot report the extension version")
@@ -179,9 +209,9 @@ class Orchestrator(Service):
     def _conninfo(self, client: DatabaseClient) -> str | None:
         if self.listen_url is not None:
             return conninfo_from_url(self.listen_url)
-        if isinstance(client, SqlDatabaseClient):
+        if isinstance(client, SqlDatabaseClient) and not client.behind_pooler:
             return conninfo_from_url(client.engine.url)
-        return None
+        return None  # no direct URL (a pooler's connection cannot LISTEN): poll only
 
     def _make_worker(self, client: DatabaseClient, config: WorkerConfig) -> Worker:
         d = self._defaults
@@ -332,8 +362,10 @@ class Orchestrator(Service):
         self._beat_now.set()
 
     def _info(self) -> dict[str, Any]:
+        """What the heartbeat reports: per queue its slots, what runs, the task keys served."""
         queues = {
-            w.queue: {"concurrency": w.concurrency, "running": w.in_flight} for w in self.workers
+            w.queue: {"concurrency": w.concurrency, "running": w.in_flight, "tasks": w.task_keys}
+            for w in self.workers
         }
         return {
             "host": socket.gethostname(),

@@ -15,10 +15,12 @@ from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
     ExecutionResult,
+    ExecutionSummary,
     OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
+    TaskOverview,
     TaskSpec,
 )
 
@@ -63,6 +65,10 @@ class DatabaseClient(Protocol):
 
     async def register_task(self, spec: TaskSpec) -> None:
         """Upsert a task's settings."""
+        ...
+
+    async def declare_task(self, spec: TaskSpec) -> TaskSpec:
+        """Set only the spec's `declared` settings; return the effective ones (same `declared`)."""
         ...
 
     async def create_queue(self, queue: str) -> bool:
@@ -121,6 +127,31 @@ class DatabaseClient(Protocol):
 
     async def get_execution(self, execution_id: UUID) -> ExecutionInfo | None:
         """Read one execution, live or finished."""
+        ...
+
+    async def list_executions(
+        self,
+        state: str | None = None,
+        task_key: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        before: UUID | None = None,
+    ) -> list[ExecutionSummary]:
+        """A page of executions, newest first (ids below `before` when given)."""
+        ...
+
+    async def retry_executions(
+        self,
+        state: str = "failed",
+        task_key: str | None = None,
+        queue: str | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Put finished executions in `state` back to pending; return how many."""
+        ...
+
+    async def task_overview(self) -> list[TaskOverview]:
+        """Each registered or invoked task: whether a live worker serves it, its counts."""
         ...
 
     async def queue_stats(self) -> list[QueueStats]:

@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import time, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
@@ -18,13 +18,13 @@ from uuid import UUID
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from pgconductor.errors import InvalidInput, PayloadValidationError
+from pgconductor.errors import Cancelled, InvalidInput, PayloadValidationError
 from pgconductor.types import TaskSpec
 
 if TYPE_CHECKING:
     from pgconductor.conductor import Conductor
 
-__all__ = ["Backoff", "Task", "TaskContext"]
+__all__ = ["Backoff", "ExecutionLogger", "Task", "TaskContext", "settings_made_in_sql"]
 
 R = TypeVar("R")
 
@@ -40,21 +40,36 @@ class Backoff:
 _TASK_LOG = logging.getLogger("pgconductor.task")
 
 
+class ExecutionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """`ctx.logger`: every line starts with the task and the execution id.
+
+    The same values are on each record as `task_key` and `execution_id` (for a structured
+    formatter).
+    """
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        """Prefix the message and attach the execution's identity to the record."""
+        extra = self.extra or {}
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"{extra['task_key']} {extra['execution_id']}: {msg}", kwargs
+
+
 class TaskContext:
     """What a handler receives as `ctx`: the execution's identity plus the extra context.
 
     Attributes of the Conductor's `context` are reachable directly (`ctx.db`) or through
     `ctx.extra["db"]`. `cancel_event` is made on first use (most handlers never look), set
-    at once if the execution was already asked to stop.
+    at once if the execution was already asked to stop. `logger` is made on first use too.
     """
 
     __slots__ = (
+        "_base_logger",
         "_cancel_event",
+        "_logger",
         "_stop_requested",
         "attempt",
         "execution_id",
         "extra",
-        "logger",
         "max_attempts",
         "queue",
         "task_key",
@@ -77,7 +92,8 @@ class TaskContext:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.extra: Mapping[str, Any] = {} if extra is None else extra
-        self.logger = _TASK_LOG if logger is None else logger
+        self._base_logger = _TASK_LOG if logger is None else logger
+        self._logger: ExecutionLogger | None = None
         self._cancel_event = cancel_event
         self._stop_requested = False
 
@@ -100,14 +116,32 @@ class TaskContext:
         return event
 
     @property
-    def cancelled(self) -> asyncio.Event:
-        """The same event as `cancel_event`."""
-        return self.cancel_event
+    def logger(self) -> ExecutionLogger:
+        """A logger whose lines name the task and the execution (`pgconductor.task`)."""
+        logger = self._logger
+        if logger is None:
+            extra = {"task_key": self.task_key, "execution_id": str(self.execution_id)}
+            logger = self._logger = ExecutionLogger(self._base_logger, extra)
+        return logger
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the execution has been asked to stop (cancel, timeout, shutdown)."""
+        return self.is_cancelled()
 
     def is_cancelled(self) -> bool:
         """True once the execution has been asked to stop."""
         event = self._cancel_event
         return self._stop_requested if event is None else event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise `Cancelled` once the execution has been asked to stop; else do nothing.
+
+        A sync handler's thread cannot be interrupted: calling this between steps is how it
+        stops early. Safe from any thread.
+        """
+        if self.is_cancelled():
+            raise Cancelled(f"execution {self.execution_id} was asked to stop")
 
     def request_stop(self) -> None:
         """Ask the handler to stop: `is_cancelled()` turns true and `cancel_event` is set.
@@ -130,6 +164,20 @@ class TaskContext:
             raise AttributeError(
                 f"TaskContext has no attribute or extra context {name!r}"
             ) from None
+
+
+_DEFAULTS = TaskSpec(key="-")
+_SETTINGS = tuple(f.name for f in fields(TaskSpec) if f.name not in ("key", "declared"))
+
+
+def settings_made_in_sql(spec: TaskSpec) -> dict[str, Any]:
+    """The settings of an effective spec that Python did not give and that differ from the
+    defaults: they were made in SQL and are kept."""
+    return {
+        name: getattr(spec, name)
+        for name in _SETTINGS
+        if name not in spec.declared and getattr(spec, name) != getattr(_DEFAULTS, name)
+    }
 
 
 def seconds(value: timedelta | float | int, what: str) -> timedelta:

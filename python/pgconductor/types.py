@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
@@ -12,11 +12,13 @@ __all__ = [
     "ClaimedExecution",
     "ExecutionInfo",
     "ExecutionResult",
+    "ExecutionSummary",
     "OrchestratorInfo",
     "QueueStats",
     "ResultStatus",
     "ReturnOutcome",
     "Signal",
+    "TaskOverview",
     "TaskSpec",
 ]
 
@@ -45,6 +47,8 @@ class ResultStatus(StrEnum):
     FAILED = "failed"
     FATAL = "fatal"
     RELEASED = "released"
+    #: Back to pending after `delay_ms`, the attempt not counted (the handler asked for it).
+    RETRY_AFTER = "retry_after"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,11 @@ class ExecutionResult:
 
 @dataclass(frozen=True, slots=True)
 class ReturnOutcome:
-    """What SQL did with a result: completed|retry_scheduled|failed|released|cancelled|stale."""
+    """What SQL did with a result.
+
+    completed | retry_scheduled | failed | released | rescheduled (a `retry_after`) |
+    cancelled | stale.
+    """
 
     id: UUID
     outcome: str
@@ -77,7 +85,12 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
-    """A task's registered settings, the arguments of `pgconductor.register_task`."""
+    """A task's settings, the arguments of `pgconductor.register_task`.
+
+    `declared` names the settings given explicitly in Python (`@conductor.task(...)` fills
+    it): `declare_task` sends only those, so a setting made in SQL is kept; `register_task`
+    sends every setting whatever it says.
+    """
 
     key: str
     queue: str = "default"
@@ -88,6 +101,9 @@ class TaskSpec:
     backoff_base: timedelta = timedelta(seconds=1)
     backoff_cap: timedelta = timedelta(minutes=10)
     timeout: timedelta | None = None
+    #: How often a handler may `raise RetryAfter(...)` before the execution fails.
+    max_retry_after: int = 20
+    declared: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,43 @@ class ExecutionInfo:
     last_error: str | None
     result: Any
     finished_at: datetime | None
+    # Read from extension 0.4.0 on (None or empty before):
+    max_attempts: int | None = None
+    payload: Any = None
+    created_at: datetime | None = None
+    locked_at: datetime | None = None
+    #: Every attempt's error, oldest first: {"attempt", "at", "outcome", "error"} objects.
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    cancel_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSummary:
+    """One row of `pgconductor.list_executions`: an execution in a listing, newest first."""
+
+    id: UUID
+    task_key: str
+    queue: str
+    state: str
+    attempts: int
+    max_attempts: int
+    priority: int
+    run_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOverview:
+    """One row of `pgconductor.task_overview`: a task, whether a live worker serves it, counts."""
+
+    task_key: str
+    queue: str
+    registered: bool
+    served: bool
+    pending: int
+    running: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,14 +26,21 @@ from uuid import UUID
 
 from pgconductor.clock import Clock, SystemClock
 from pgconductor.conductor import TaskContext
-from pgconductor.executor import Abort, Execution, HandlerTask, error_text, execute
+from pgconductor.executor import (
+    Abort,
+    Execution,
+    HandlerTask,
+    error_summary,
+    error_text,
+    execute,
+)
 from pgconductor.lib.backoff import exponential, jittered
 from pgconductor.lib.batcher import Batcher
 from pgconductor.lib.event import wait_event
 from pgconductor.lib.threadpool import DaemonThreadPool
 from pgconductor.protocol import DatabaseClient
 from pgconductor.service import Service
-from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus
+from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus, ReturnOutcome
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -103,6 +110,8 @@ class Worker(Service):
         self._owns_pool = pool is None
         self._handler_log = logging.getLogger("pgconductor.task")
         self._running: dict[UUID, Execution] = {}
+        #: The claim behind each result not yet answered by SQL (for the outcome's log line).
+        self._reported: dict[UUID, ClaimedExecution] = {}
         self._abandoned: set[asyncio.Task[None]] = set()
         self._abandoned_ids: set[UUID] = set()
         #: When the claim now on the wire was sent (clock.monotonic()), or None.
@@ -131,6 +140,11 @@ class Worker(Service):
         self._flusher: asyncio.Task[None] | None = None
 
     # -- public controls -------------------------------------------------------------------
+
+    @property
+    def task_keys(self) -> list[str]:
+        """The task keys this worker claims (sorted)."""
+        return list(self._task_keys)
 
     @property
     def in_flight(self) -> int:
@@ -295,7 +309,7 @@ class Worker(Service):
         self.stats.claimed += len(claimed)
         if self._stopping:  # claimed while stopping: hand them straight back
             for row in claimed:
-                self._push(ExecutionResult(row.id, row.lease, ResultStatus.RELEASED))
+                self._push(ExecutionResult(row.id, row.lease, ResultStatus.RELEASED), row)
             return
         if not claimed:
             return
@@ -338,7 +352,7 @@ class Worker(Service):
             if self._running.get(claimed.id) is execution:
                 del self._running[claimed.id]
                 if result is not None:
-                    self._push(result)
+                    self._push(result, claimed)
             if not self._running:
                 self._settled.set()
             self._capacity.set()
@@ -353,7 +367,8 @@ class Worker(Service):
 
     # -- flush -----------------------------------------------------------------------------
 
-    def _push(self, result: ExecutionResult) -> None:
+    def _push(self, result: ExecutionResult, claimed: ClaimedExecution) -> None:
+        self._reported[result.id] = claimed
         self._results.push(result)
 
     def _flushed(self) -> None:
@@ -366,12 +381,51 @@ class Worker(Service):
         """Send one batch with `return_executions` (the batcher retries it on errors)."""
         outcomes = await self.client.return_executions(self.orchestrator_id, batch)
         self.stats.flushed += len(batch)
-        for outcome in outcomes:
+        reported = self._reported
+        for result, outcome in zip(batch, outcomes, strict=False):
+            claimed = reported.pop(result.id, None)
             if outcome.outcome == "stale":
                 self.stats.stale += 1
-                self.log.warning(
-                    "%s: result for execution %s was stale (its lease had ended); "
-                    "nothing was applied",
-                    self.name,
-                    outcome.id,
-                )
+            if outcome.outcome != "completed" and claimed is not None:
+                self._log_outcome(claimed, result, outcome)
+
+    def _log_outcome(
+        self, claimed: ClaimedExecution, result: ExecutionResult, outcome: ReturnOutcome
+    ) -> None:
+        """One log line for a result SQL did not simply complete: failures are visible."""
+        what = f"{claimed.task_key} {claimed.id}"
+        attempt = f"attempt {claimed.attempt}/{claimed.max_attempts}"
+        status, kind = result.status, outcome.outcome
+        if kind == "retry_scheduled":
+            self.log.warning(
+                "%s: %s failed, retry scheduled: %s", what, attempt, error_summary(result.error)
+            )
+        elif kind == "failed" and status is ResultStatus.RETRY_AFTER:
+            self.log.error(
+                "%s: failed for good: asked to retry later more often than the task allows"
+                " (max_retry_after): %s",
+                what,
+                result.error or "no reason given",
+            )
+        elif kind == "failed":
+            cause = "fatal error, no retry" if status is ResultStatus.FATAL else "no attempt left"
+            self.log.error("%s: %s failed for good (%s):\n%s", what, attempt, cause, result.error)
+        elif kind == "rescheduled":
+            self.log.info(
+                "%s: rescheduled in %gs, %s not counted: %s",
+                what,
+                (result.delay_ms or 0) / 1000,
+                attempt,
+                result.error or "no reason given",
+            )
+        elif kind == "cancelled":
+            kept = ", its result kept" if status is ResultStatus.COMPLETED else ""
+            self.log.info("%s: cancelled during %s%s", what, attempt, kept)
+        elif kind == "stale":
+            self.log.warning(
+                "%s: result of %s was stale (its lease had ended); nothing was applied",
+                what,
+                attempt,
+            )
+        else:  # released: given back at a stop
+            self.log.debug("%s: %s %s", what, attempt, kind)

@@ -30,10 +30,12 @@ from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
     ExecutionResult,
+    ExecutionSummary,
     OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
+    TaskOverview,
     TaskSpec,
 )
 
@@ -42,6 +44,7 @@ _OUTCOME_OF_STATUS = {
     "failed": "failed",
     "fatal": "failed",
     "released": "released",
+    "retry_after": "rescheduled",
 }
 
 
@@ -157,6 +160,10 @@ class FakeDatabaseClient:
         """Record."""
         await self._answer_async("register_task", None, spec)
 
+    async def declare_task(self, spec: TaskSpec) -> TaskSpec:
+        """Record; default answer: the spec itself (no setting made in SQL)."""
+        return await self._answer_async("declare_task", spec, spec)
+
     async def create_queue(self, queue: str) -> bool:
         """Record; default answer: True."""
         return await self._answer_async("create_queue", True, queue)
@@ -229,6 +236,33 @@ class FakeDatabaseClient:
     async def get_execution(self, execution_id: UUID) -> ExecutionInfo | None:
         """Record; default answer: None (unknown)."""
         return await self._answer_async("get_execution", None, execution_id)
+
+    async def list_executions(
+        self,
+        state: str | None = None,
+        task_key: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        before: UUID | None = None,
+    ) -> list[ExecutionSummary]:
+        """Record; default answer: no executions."""
+        return await self._answer_async(
+            "list_executions", list, state, task_key, queue, limit, before
+        )
+
+    async def retry_executions(
+        self,
+        state: str = "failed",
+        task_key: str | None = None,
+        queue: str | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Record; default answer: 0."""
+        return await self._answer_async("retry_executions", 0, state, task_key, queue, limit)
+
+    async def task_overview(self) -> list[TaskOverview]:
+        """Record; default answer: no tasks."""
+        return await self._answer_async("task_overview", list)
 
     async def queue_stats(self) -> list[QueueStats]:
         """Record; default answer: no queues."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Collection, Sequence
-from dataclasses import fields
 from typing import Any
 from uuid import UUID
 
@@ -21,10 +20,12 @@ from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
     ExecutionResult,
+    ExecutionSummary,
     OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
+    TaskOverview,
     TaskSpec,
 )
 
@@ -119,8 +120,13 @@ class SqlDatabaseClient(StatementRunner):
 
     async def register_task(self, spec: TaskSpec) -> None:
         """Call `pgconductor.register_task` with the spec's settings."""
-        params = {f.name: getattr(spec, f.name) for f in fields(spec)}  # = SQL arg names
-        await self._run(CALLS["register_task"], params, rows.nothing)
+        await self._run(CALLS["register_task"], rows.register_params(spec), rows.nothing)
+
+    async def declare_task(self, spec: TaskSpec) -> TaskSpec:
+        """Call `pgconductor.declare_task` with the spec's declared settings only."""
+        params = {"key": spec.key, "settings": to_json(rows.declared_settings(spec))}
+        effective = await self._run(CALLS["declare_task"], params, rows.scalar)
+        return rows.task_spec(spec.key, effective, spec.declared)
 
     async def create_queue(self, queue: str) -> bool:
         """Call `pgconductor.create_queue`; True when the queue was created."""
@@ -212,6 +218,39 @@ class SqlDatabaseClient(StatementRunner):
         """Call `pgconductor.get_execution`; None when the id is unknown."""
         params = {"execution_id": execution_id}
         return await self._run(CALLS["get_execution"], params, rows.execution_info)
+
+    async def list_executions(
+        self,
+        state: str | None = None,
+        task_key: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        before: UUID | None = None,
+    ) -> list[ExecutionSummary]:
+        """Call `pgconductor.list_executions`: newest first, ids below `before` when given."""
+        params = {
+            "state": state,
+            "task_key": task_key,
+            "queue": queue,
+            "limit": limit,
+            "before": before,
+        }
+        return await self._run(CALLS["list_executions"], params, rows.execution_summaries)
+
+    async def retry_executions(
+        self,
+        state: str = "failed",
+        task_key: str | None = None,
+        queue: str | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Call `pgconductor.retry_executions`; return how many went back to pending."""
+        params = {"state": state, "task_key": task_key, "queue": queue, "limit": limit}
+        return int(await self._run(CALLS["retry_executions"], params, rows.scalar))
+
+    async def task_overview(self) -> list[TaskOverview]:
+        """Call `pgconductor.task_overview`: each task, whether a live worker serves it."""
+        return await self._run(CALLS["task_overview"], {}, rows.task_overview)
 
     async def queue_stats(self) -> list[QueueStats]:
         """Call `pgconductor.queue_stats`, ordered by queue name."""

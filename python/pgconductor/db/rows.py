@@ -19,10 +19,13 @@ from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
     ExecutionResult,
+    ExecutionSummary,
     OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
+    TaskOverview,
+    TaskSpec,
 )
 
 __all__ = [
@@ -31,7 +34,9 @@ __all__ = [
     "batch_params",
     "claimed_execution",
     "claimed_executions",
+    "declared_settings",
     "execution_info",
+    "execution_summaries",
     "first_column",
     "invoke_params",
     "nothing",
@@ -39,10 +44,13 @@ __all__ = [
     "orchestrators",
     "outcomes",
     "queue_stats",
+    "register_params",
     "return_params",
     "scalar",
     "scalar_or_none",
     "signals",
+    "task_overview",
+    "task_spec",
 ]
 
 T = TypeVar("T")
@@ -105,6 +113,71 @@ def batch_params(
     }
 
 
+#: `register_task`'s arguments, named as `TaskSpec`'s fields.
+_REGISTER_ARGS = (
+    "key",
+    "queue",
+    "max_attempts",
+    "window_start",
+    "window_end",
+    "timezone",
+    "backoff_base",
+    "backoff_cap",
+    "timeout",
+)
+
+
+def register_params(spec: TaskSpec) -> dict[str, Any]:
+    """The binds of `register_task`: every setting of the spec."""
+    return {name: getattr(spec, name) for name in _REGISTER_ARGS}
+
+
+def _ms(value: dt.timedelta | None) -> int | None:
+    return None if value is None else round(value.total_seconds() * 1000)
+
+
+def _clock(value: dt.time | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def declared_settings(spec: TaskSpec) -> dict[str, Any]:
+    """The `p_settings` of `declare_task`: the spec's declared settings, in SQL's names."""
+    every = {
+        "queue": ("queue", spec.queue),
+        "max_attempts": ("max_attempts", spec.max_attempts),
+        "window_start": ("window_start", _clock(spec.window_start)),
+        "window_end": ("window_end", _clock(spec.window_end)),
+        "timezone": ("timezone", spec.timezone),
+        "backoff_base": ("backoff_base_ms", _ms(spec.backoff_base)),
+        "backoff_cap": ("backoff_cap_ms", _ms(spec.backoff_cap)),
+        "timeout": ("timeout_ms", _ms(spec.timeout)),
+        "max_retry_after": ("max_retry_after", spec.max_retry_after),
+    }
+    return dict(every[name] for name in sorted(spec.declared))
+
+
+def _delta_ms(value: Any) -> dt.timedelta | None:
+    return None if value is None else dt.timedelta(milliseconds=value)
+
+
+def task_spec(key: str, settings: dict[str, Any], declared: frozenset[str]) -> TaskSpec:
+    """The effective settings `declare_task` returned, as a `TaskSpec`."""
+    start, end = settings.get("window_start"), settings.get("window_end")
+    return TaskSpec(
+        key=key,
+        queue=settings["queue"],
+        max_attempts=settings["max_attempts"],
+        window_start=None if start is None else dt.time.fromisoformat(start),
+        window_end=None if end is None else dt.time.fromisoformat(end),
+        timezone=settings["timezone"],
+        backoff_base=dt.timedelta(milliseconds=settings["backoff_base_ms"]),
+        backoff_cap=dt.timedelta(milliseconds=settings["backoff_cap_ms"]),
+        timeout=_delta_ms(settings.get("timeout_ms")),
+        max_retry_after=settings["max_retry_after"],
+        declared=declared,
+    )
+
+
 _ID, _LEASE, _STATUS, _ERROR, _RESULT, _DELAY = (
     attrgetter(name) for name in ("id", "lease", "status", "error", "result", "delay_ms")
 )
@@ -159,6 +232,16 @@ def signals(rows: RowList) -> list[Signal]:
 def execution_info(rows: RowList) -> ExecutionInfo | None:
     """The row of `get_execution`, or None when the id is unknown."""
     return ExecutionInfo(*rows[0]) if rows else None
+
+
+def execution_summaries(rows: RowList) -> list[ExecutionSummary]:
+    """`list_executions` rows."""
+    return [ExecutionSummary(*row) for row in rows]
+
+
+def task_overview(rows: RowList) -> list[TaskOverview]:
+    """`task_overview` rows, counts as ints."""
+    return [TaskOverview(row[0], row[1], row[2], row[3], int(row[4]), int(row[5])) for row in rows]
 
 
 def queue_stats(rows: RowList) -> list[QueueStats]:

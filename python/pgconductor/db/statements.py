@@ -78,6 +78,7 @@ CALLS: dict[str, Call] = {
             " window_start time, window_end time, timezone text,"
             " backoff_base interval, backoff_cap interval, timeout interval",
         ),
+        _call("declare_task", "key text, settings jsonb"),
         _call("create_queue", "queue text"),
         _call("drop_queue", "queue text, force boolean"),
         _call(
@@ -103,6 +104,19 @@ CALLS: dict[str, Call] = {
         _call("cancel", "execution_id uuid, reason text"),
         _call("retry", "execution_id uuid"),
         _call("get_execution", "execution_id uuid", f"{_INFO}, finished_at"),
+        _call(
+            "list_executions",
+            "state text, task_key text, queue text, limit integer, before uuid",
+            "id, task_key, queue, state, attempts, max_attempts, priority, run_at, created_at,"
+            " finished_at, last_error",
+        ),
+        _call("retry_executions", "state text, task_key text, queue text, limit integer"),
+        _call(
+            "task_overview",
+            "",
+            "task_key, queue, registered, served, pending, running",
+            "ORDER BY task_key, queue",
+        ),
         _call(
             "queue_stats",
             "",

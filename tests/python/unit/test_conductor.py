@@ -16,7 +16,7 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 from fakes import FakeDatabaseClient
 from pgconductor.conductor import Backoff, Conductor, Task, TaskContext
 from pgconductor.db import SqlDatabaseClient
-from pgconductor.errors import InvalidInput, PayloadValidationError, PgConductorError
+from pgconductor.errors import Cancelled, InvalidInput, PayloadValidationError, PgConductorError
 from pgconductor.types import TaskSpec
 
 NOW = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
@@ -101,6 +101,18 @@ def test_task_registers_a_spec(conductor: Conductor) -> None:
         backoff_base=dt.timedelta(seconds=2),
         backoff_cap=dt.timedelta(minutes=1),
         timeout=dt.timedelta(seconds=1.5),
+        declared=frozenset(
+            {
+                "queue",
+                "max_attempts",
+                "window_start",
+                "window_end",
+                "timezone",
+                "backoff_base",
+                "backoff_cap",
+                "timeout",
+            }
+        ),
     )
     assert send.key == "send"
     assert send.is_async
@@ -384,9 +396,31 @@ async def test_a_given_client_is_not_closed(fake: FakeDatabaseClient) -> None:
 
 async def test_register_tasks(conductor: Conductor, fake: FakeDatabaseClient) -> None:
     a = conductor.task("a")(lambda ctx, payload: None)
-    b = conductor.task("b", queue="q")(lambda ctx, payload: None)
-    await conductor.register_tasks()
+    b = conductor.task("b", queue="q", max_retry_after=3)(lambda ctx, payload: None)
+    fake.responses["declare_task"] = lambda spec: dataclasses.replace(spec, max_attempts=7)
+    kept = await conductor.register_tasks()
+    sent = [args[0] for args, _ in fake.calls_to("declare_task")]
+    assert [s.declared for s in sent] == [frozenset(), frozenset({"queue", "max_retry_after"})]
+    assert (a.spec.max_attempts, b.spec.max_attempts) == (7, 7)  # the effective settings
+    assert b.spec.max_retry_after == 3
+    assert kept == {"a": {"max_attempts": 7}, "b": {"max_attempts": 7}}
+    assert fake.call_count("register_task") == 0
+
+
+async def test_register_tasks_falls_back_before_0_4_0(
+    conductor: Conductor, fake: FakeDatabaseClient
+) -> None:
+    a = conductor.task("a")(lambda ctx, payload: None)
+    b = conductor.task("b")(lambda ctx, payload: None)
+    fake.simulate_error("declare_task", PgConductorError("no function", sqlstate="42883"))
+    assert await conductor.register_tasks() == {}
+    assert fake.call_count("declare_task") == 1  # asked once, then register_task for all
     assert [args[0] for args, _ in fake.calls_to("register_task")] == [a.spec, b.spec]
+
+
+def test_task_rejects_a_negative_max_retry_after(conductor: Conductor) -> None:
+    with pytest.raises(InvalidInput, match="max_retry_after"):
+        conductor.task("x", max_retry_after=-1)
 
 
 # -- TaskContext and extra context -------------------------------------------------------
@@ -397,14 +431,33 @@ def test_task_context_exposes_extras_and_cancellation() -> None:
     assert ctx.db == "conn"
     assert ctx.extra["mailer"] == 1
     assert not ctx.is_cancelled()
-    ctx.cancelled.set()
+    assert not ctx.cancelled
+    ctx.raise_if_cancelled()  # not cancelled: nothing happens
+    ctx.cancel_event.set()
     assert ctx.is_cancelled()
+    assert ctx.cancelled
+    with pytest.raises(Cancelled, match="was asked to stop"):
+        ctx.raise_if_cancelled()
     with pytest.raises(AttributeError, match="nope"):
         _ = ctx.nope
     with pytest.raises(AttributeError):
         _ = ctx.__wrapped__
     assert TaskContext(uuid.uuid4(), "t", "q", 1, 1, asyncio.Event()).logger.name == (
         "pgconductor.task"
+    )
+
+
+def test_ctx_logger_names_the_task_and_the_execution(caplog: pytest.LogCaptureFixture) -> None:
+    ctx = TaskContext(uuid.UUID(int=7), "send", "q", 1, 3)
+    assert ctx.logger is ctx.logger  # made once, on first use
+    with caplog.at_level(logging.INFO, logger="pgconductor.task"):
+        ctx.logger.info("sent %d mails", 2, extra={"mails": 2})
+    [record] = caplog.records
+    assert record.getMessage() == f"send {uuid.UUID(int=7)}: sent 2 mails"
+    assert (record.task_key, record.execution_id, record.mails) == (  # type: ignore[attr-defined]
+        "send",
+        str(uuid.UUID(int=7)),
+        2,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import logging
 import os
 import signal
@@ -14,11 +16,17 @@ import pytest
 
 from fakes import FakeDatabaseClient
 from pgconductor.conductor import Conductor, TaskContext
-from pgconductor.errors import ExtensionMissing, TransientError, VersionMismatch
+from pgconductor.errors import (
+    ExtensionMissing,
+    InvalidInput,
+    PgConductorError,
+    TransientError,
+    VersionMismatch,
+)
 from pgconductor.notifier import SIGNAL_CHANNEL
 from pgconductor.orchestrator import Orchestrator, WorkerConfig
 from pgconductor.schema import PACKAGE_VERSION
-from pgconductor.types import Signal
+from pgconductor.types import Signal, TaskSpec
 from pgconductor.worker import Worker
 
 from .engine_helpers import Backlog, claimed, flushed
@@ -78,8 +86,8 @@ async def test_start_checks_registers_beats_then_runs(
     names = methods(fake)
     assert names[:4] == [
         "extension_version",
-        "register_task",
-        "register_task",
+        "declare_task",
+        "declare_task",
         "heartbeat",
     ]
     assert sorted(w.queue for w in orchestrator.workers) == ["default", "other"]
@@ -89,7 +97,10 @@ async def test_start_checks_registers_beats_then_runs(
     assert oid == orchestrator.id
     assert version == PACKAGE_VERSION
     assert stale_after.total_seconds() == 30
-    assert set(info["queues"]) == {"default", "other"}
+    assert info["queues"] == {
+        "default": {"concurrency": 100, "running": 0, "tasks": ["a", "b"]},
+        "other": {"concurrency": 100, "running": 0, "tasks": ["a", "b"]},
+    }
     assert info["pid"] == os.getpid()
 
 
@@ -346,12 +357,76 @@ async def test_worker_configs_override_defaults(
     ("queues", "message"),
     [
         (["nowhere"], "no task is registered for queue 'nowhere'"),
-        (["default", "default"], "listed twice"),
+        (["other", "other"], "listed twice"),
     ],
 )
-def test_rejects_bad_queue_lists(conductor: Conductor, queues: list[str], message: str) -> None:
+def test_rejects_bad_queue_lists(fake: FakeDatabaseClient, queues: list[str], message: str) -> None:
+    conductor = Conductor(fake)
+    conductor.task("b", queue="other")(lambda ctx, payload: None)
     with pytest.raises(ValueError, match=message):
         Orchestrator(conductor, queues=queues)
+
+
+async def test_a_queue_left_to_sql_is_checked_once_declared(
+    fake: FakeDatabaseClient, conductor: Conductor
+) -> None:
+    # Task "a" gives no queue: it may be on "nowhere" until SQL says where it is.
+    orchestrator = Orchestrator(conductor, queues=["nowhere"])
+    with pytest.raises(ValueError, match="no task is registered for queue 'nowhere'"):
+        await orchestrator.start()
+    assert not orchestrator.started
+    assert fake.call_count("get_executions") == 0
+
+
+async def test_queues_follow_the_settings_made_in_sql(
+    fake: FakeDatabaseClient,
+    conductor: Conductor,
+    make: Callable[..., Orchestrator],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def declare(spec: TaskSpec) -> TaskSpec:
+        if spec.key != "a":
+            return spec
+        return dataclasses.replace(spec, queue="mail", backoff_base=dt.timedelta(seconds=2))
+
+    fake.responses["declare_task"] = declare
+    orchestrator = make()
+    with caplog.at_level(logging.INFO, logger="pgconductor"):
+        await orchestrator.start()
+    assert sorted(w.queue for w in orchestrator.workers) == ["mail", "other"]
+    assert conductor.tasks["a"].spec.queue == "mail"
+    (sent,), _ = fake.calls_to("declare_task")[0]
+    assert sent.declared == frozenset()  # "a" gave no setting: none is sent
+    assert (
+        "task a: keeping settings made in SQL (not given in Python): queue=mail, backoff_base=2s"
+        in caplog.messages
+    )
+    assert not any("task b" in m for m in caplog.messages)  # "b" keeps nothing from SQL
+
+
+async def test_an_extension_without_declare_task_gets_register_task(
+    fake: FakeDatabaseClient, conductor: Conductor, make: Callable[..., Orchestrator]
+) -> None:
+    fake.simulate_error(
+        "declare_task", PgConductorError("no such function", sqlstate="42883"), times=1
+    )
+    await make().start()
+    assert methods(fake)[:4] == [
+        "extension_version",
+        "declare_task",
+        "register_task",
+        "register_task",
+    ]
+
+
+async def test_other_declare_errors_fail_the_start(
+    fake: FakeDatabaseClient, conductor: Conductor, make: Callable[..., Orchestrator]
+) -> None:
+    fake.simulate_error("declare_task", InvalidInput("bad timezone", sqlstate="22023"))
+    orchestrator = make()
+    with pytest.raises(InvalidInput, match="bad timezone"):
+        await orchestrator.start()
+    assert "register_task" not in methods(fake)
 
 
 def test_rejects_a_conductor_without_tasks() -> None:
