@@ -1,105 +1,87 @@
-"""The `pgconductor` command line (typer + rich).
+"""The `pgconductor` command line (typer).
 
-Every command talks to the database named by `--database-url` or `DATABASE_URL`. Errors
-print one red line (plus a hint when SQL gave one) and exit 1; usage errors exit 2. No
-traceback is shown for a database error, bad JSON or a refused connection.
+Every command finds its database from `--app MODULE:ATTR` (the app's Conductor: its URL,
+task names and payload models), `--database-url`, or `DATABASE_URL`. Errors print one red
+line (plus a hint when SQL gave one) and exit 1; usage errors print one line and exit 2.
+No traceback is shown for a database error, bad JSON, a refused connection or a broken app.
+
+| module | commands |
+|---|---|
+| `cli` | the app, `invoke`, `status`, `cancel`, `schema ...` |
+| `cli_inspect` | `show`, `list`, `retry` |
+| `worker_cli` | `worker start` |
+| `cli_common` | options, errors, the client, loading `--app` |
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import datetime as dt
+import difflib
 import importlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, NoReturn, Protocol, TypeVar
-from uuid import UUID
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from sqlalchemy import exc as sa_exc
 
-from pgconductor.conductor import BATCH_CHUNK, Conductor
-from pgconductor.db import RetryPolicy, SqlDatabaseClient
-from pgconductor.errors import PgConductorError
-from pgconductor.protocol import DatabaseClient, SchemaClient
-from pgconductor.schema import SUPPORTED_EXTENSION_VERSIONS, SchemaManager
-from pgconductor.types import OrchestratorInfo, QueueStats
+from pgconductor import __version__, cli_inspect
+from pgconductor.cli_common import (
+    AppOption,
+    Connection,
+    DatabaseUrlOption,
+    ExecutionId,
+    OneLineErrors,
+    fail,
+    finite,
+    run_command,
+    warn,
+)
 
-__all__ = ["app", "make_client", "schema_app", "worker_app"]
+if TYPE_CHECKING:
+    from pgconductor.protocol import DatabaseClient, SchemaClient
+    from pgconductor.types import OrchestratorInfo, QueueStats, TaskOverview
 
-T = TypeVar("T")
+__all__ = ["app", "schema_app", "unserved_warning", "worker_app"]
+
+#: How many executions one `invoke_batch` call carries by default (the Conductor's chunk).
+BATCH_CHUNK = 5000
+
 app = typer.Typer(
     name="pgconductor",
+    cls=OneLineErrors,
     help="Durable task execution on PostgreSQL alone.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 schema_app = typer.Typer(
-    help="Install, upgrade or check the pgconductor extension.", no_args_is_help=True
+    help="Install, upgrade or check the pgconductor extension.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-worker_app = typer.Typer(help="Run workers.", no_args_is_help=True)
+worker_app = typer.Typer(help="Run workers.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(schema_app, name="schema")
 app.add_typer(worker_app, name="worker")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-#: Retries of the CLI: short, so a refused connection is reported within about a second.
-CLI_RETRY = RetryPolicy(max_attempts=3, base=0.1, cap=0.5)
 
 
-class _Client(DatabaseClient, SchemaClient, Protocol):
-    """Both interfaces the CLI needs (what `SqlDatabaseClient` provides)."""
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pgconductor {__version__}")
+        raise typer.Exit()
 
 
-def make_client(url: str) -> _Client:
-    """Build the database client for a command (tests replace this factory)."""
-    return SqlDatabaseClient(url, retry=CLI_RETRY, pool_size=1, max_overflow=1)
-
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar="DATABASE_URL",
-        show_envvar=True,
-        help="PostgreSQL URL (postgresql://user@host:port/db).",
-    ),
-]
-
-
-def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    """Print `error: ...` (and `hint: ...`) to stderr and exit with `code`."""
-    err.print(f"[red]error: {escape(' '.join(message.split()))}[/red]")
-    if hint:
-        err.print(f"hint: {escape(hint)}")
-    raise typer.Exit(code)
-
-
-def _run(database_url: str | None, body: Callable[[_Client], Awaitable[T]]) -> T:
-    """Run `body(client)` in a fresh event loop; turn errors into one line and exit code 1."""
-    if not database_url:
-        fail("no database given", "pass --database-url or set DATABASE_URL", code=2)
-
-    async def main() -> T:
-        client = make_client(database_url)
-        try:
-            return await body(client)
-        finally:
-            await client.close()
-
-    try:
-        return asyncio.run(main())
-    except PgConductorError as exc:
-        state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-        fail(f"{exc}{state}", exc.hint)
-    except (sa_exc.SQLAlchemyError, ValueError) as exc:  # e.g. a malformed URL
-        fail(str(exc))
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Durable task execution on PostgreSQL alone."""
 
 
 def _parse_json(value: str) -> Any:
@@ -109,47 +91,114 @@ def _parse_json(value: str) -> Any:
         raise typer.BadParameter(f"not valid JSON: {exc}") from None
 
 
-def _parse_uuid(value: str) -> UUID:
+def _delay(value: float | None) -> float | None:
+    """`--delay`: a finite number of seconds whose run time a timestamp can hold."""
+    finite(value)
+    if value is not None:
+        try:
+            dt.datetime.now(dt.UTC) + dt.timedelta(seconds=value)
+        except OverflowError:
+            raise typer.BadParameter(f"{value:g} seconds is too far in the future") from None
+    return value
+
+
+def unserved_warning(overview: list[TaskOverview], task: str, queue: str | None) -> str | None:
+    """Why no live worker will run `task` (in `queue`, when known), or None when one will."""
+    served = {(row.task_key, row.queue) for row in overview if row.served}
+    serving = sorted(q for key, q in served if key == task)
+    if serving and (queue is None or queue in serving):
+        return None
+    if serving:
+        where = ", ".join(repr(q) for q in serving)
+        return f"no live worker serves task {task!r} in queue {queue!r} (it is served in {where})"
+    known = sorted({row.task_key for row in overview if row.registered or row.served} - {task})
+    close = difflib.get_close_matches(task, known, n=3)
+    message = f"no live worker has registered task {task!r}"
+    if close:
+        message += f"; did you mean {', '.join(repr(name) for name in close)}?"
+    return message
+
+
+async def _task_overview(client: DatabaseClient) -> list[TaskOverview] | None:
+    """`task_overview()`, or None when the installed extension predates it (0.4.0)."""
+    from pgconductor.errors import PgConductorError
+
     try:
-        return UUID(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an execution id (a UUID)") from None
-
-
-ExecutionId = Annotated[
-    UUID, typer.Argument(parser=_parse_uuid, metavar="ID", help="Execution id.")
-]
+        return await client.task_overview()
+    except PgConductorError as exc:
+        if exc.sqlstate == "42883":  # undefined function: an older extension
+            return None
+        raise
 
 
 @app.command()
 def invoke(
-    task: Annotated[str, typer.Argument(metavar="TASK", help="Task key.")],
+    task: Annotated[str, typer.Argument(metavar="TASK", help="Task key.", show_default=False)],
     payload: Annotated[
         Any, typer.Option(parser=_parse_json, metavar="JSON", help="Payload (JSON).")
     ] = "{}",
-    count: Annotated[int, typer.Option(min=1, help="How many executions to enqueue.")] = 1,
-    queue: Annotated[str | None, typer.Option(help="Queue (default: the task's).")] = None,
-    priority: Annotated[int, typer.Option(help="Lower runs first.")] = 0,
-    delay: Annotated[float | None, typer.Option(min=0, help="Run after SECONDS.")] = None,
-    dedupe_key: Annotated[str | None, typer.Option(help="Dedupe key (count 1 only).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Executions per call.")] = BATCH_CHUNK,
-    database_url: DatabaseUrl = None,
+    count: Annotated[
+        int, typer.Option(min=1, metavar="N", help="How many executions to enqueue.")
+    ] = 1,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            metavar="QUEUE",
+            help="Queue. Default: the task's (from the app or SQL), else 'default'.",
+            show_default=False,
+        ),
+    ] = None,
+    priority: Annotated[int, typer.Option(metavar="N", help="Lower runs first.")] = 0,
+    delay: Annotated[
+        float | None,
+        typer.Option(
+            min=0, callback=_delay, metavar="SECONDS", help="Run after SECONDS.", show_default=False
+        ),
+    ] = None,
+    dedupe_key: Annotated[
+        str | None,
+        typer.Option(metavar="KEY", help="Dedupe key (count 1 only).", show_default=False),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Executions per call.")
+    ] = BATCH_CHUNK,
+    app: AppOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Enqueue executions of TASK (a progress bar shows when --count > 1)."""
+    """Enqueue executions of TASK.
+
+    A progress bar shows when --count > 1. Warns when no live worker has registered TASK
+    (or serves its queue).
+    """
     if dedupe_key is not None and count > 1:
         raise typer.BadParameter("--dedupe-key needs --count 1", param_hint="--dedupe-key")
 
-    async def one(client: _Client) -> None:
-        conductor = Conductor(client)
-        ids = [
-            await conductor.invoke(
-                task, payload, queue=queue, priority=priority, delay=delay, dedupe_key=dedupe_key
-            )
-        ]
-        out.print(str(ids[0]))
+    async def check(connection: Connection) -> None:
+        known = connection.conductor.tasks.get(task)
+        target = queue or (known.spec.queue if known is not None else None)
+        overview = await _task_overview(connection.client)
+        problem = None if overview is None else unserved_warning(overview, task, target)
+        if problem is not None:
+            warn(problem)
 
-    async def many(client: _Client) -> None:
-        conductor = Conductor(client)
+    async def one(connection: Connection) -> None:
+        await check(connection)
+        execution_id = await connection.conductor.invoke(
+            task, payload, queue=queue, priority=priority, delay=delay, dedupe_key=dedupe_key
+        )
+        typer.echo(str(execution_id))
+
+    async def many(connection: Connection) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        await check(connection)
         started = time.monotonic()
         columns = (
             TextColumn("invoke {task.description}"),
@@ -157,45 +206,75 @@ def invoke(
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=err, transient=True) as bar:
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
             progress = bar.add_task(task, total=count)
             for lo in range(0, count, batch_size):
                 n = min(batch_size, count - lo)
-                await conductor.invoke_many(
+                await connection.conductor.invoke_many(
                     task, [payload] * n, queue=queue, priority=priority, delay=delay, chunk_size=n
                 )
                 bar.advance(progress, n)
         took = time.monotonic() - started
-        out.print(
+        typer.echo(
             f"invoked {count} executions of {task} in {took:.2f}s ({count / max(took, 1e-9):.0f}/s)"
         )
 
-    _run(database_url, one if count == 1 else many)
+    run_command(app, database_url, one if count == 1 else many)
 
 
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    database_url: DatabaseUrl = None,
+    app: AppOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Show queue depths (pending, due, running, completed, failed, cancelled) and workers."""
+    """Show live workers and queue depths.
 
-    async def both(client: _Client) -> tuple[list[QueueStats], list[OrchestratorInfo]]:
-        return await client.queue_stats(), await client.orchestrator_stats()
+    Also lists the tasks with pending work that no live worker serves.
+    """
 
-    stats, orchestrators = _run(database_url, both)
-    if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "queues": [dataclasses.asdict(s) for s in stats],
-                    "orchestrators": [dataclasses.asdict(o) for o in orchestrators],
-                },
-                default=str,
-            )
+    async def read(
+        connection: Connection,
+    ) -> tuple[list[QueueStats], list[OrchestratorInfo], list[TaskOverview] | None]:
+        client = connection.client
+        return (
+            await client.queue_stats(),
+            await client.orchestrator_stats(),
+            await _task_overview(client),
         )
+
+    stats, orchestrators, overview = run_command(app, database_url, read)
+    if as_json:
+        document: dict[str, Any] = {
+            "queues": [dataclasses.asdict(s) for s in stats],
+            "orchestrators": [dataclasses.asdict(o) for o in orchestrators],
+        }
+        if overview is not None:
+            document["tasks"] = [dataclasses.asdict(t) for t in overview]
+        typer.echo(json.dumps(document, default=str, indent=2))
         return
-    _print_orchestrators(orchestrators)
+    _print_status(stats, orchestrators, overview)
+
+
+def _print_status(
+    stats: list[QueueStats],
+    orchestrators: list[OrchestratorInfo],
+    overview: list[TaskOverview] | None,
+) -> None:
+    """The three tables of `status`: live orchestrators, queues, unserved tasks."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False, soft_wrap=True)
+    live = [o for o in orchestrators if o.state == "live"]
+    table = Table(title="orchestrators (worker processes)")
+    for name in ("id", "state", "version", "last heartbeat", "running"):
+        table.add_column(name, justify="right" if name == "running" else "left")
+    for o in live:  # short ids; --json has the full ones
+        beat = o.last_heartbeat_at.strftime("%H:%M:%S")
+        table.add_row(str(o.id)[:8], o.state, o.version or "", beat, str(o.running))
+    table.caption = f"{len(live)} live, {len(orchestrators) - len(live)} expired or stopped"
+    out.print(table)
     table = Table(title="pgconductor queues")
     names = ("queue", "pending", "due", "running", "completed", "failed", "cancelled")
     for name in names:
@@ -205,66 +284,81 @@ def status(
     if not stats:
         table.caption = "no queues yet"
     out.print(table)
-
-
-def _print_orchestrators(orchestrators: list[OrchestratorInfo]) -> None:
-    """The orchestrators table of `status`: live ones (short ids; --json has the full ones)."""
-    live = [o for o in orchestrators if o.state == "live"]
-    table = Table(title="orchestrators (worker processes)")
-    for name in ("id", "state", "version", "last heartbeat", "running"):
-        table.add_column(name, justify="right" if name == "running" else "left")
-    for o in live:
-        beat = o.last_heartbeat_at.strftime("%H:%M:%S")
-        table.add_row(str(o.id)[:8], o.state, o.version or "", beat, str(o.running))
-    gone = len(orchestrators) - len(live)
-    table.caption = f"{len(live)} live, {gone} expired or stopped"
-    out.print(table)
+    unserved = [t for t in overview or () if t.pending and not t.served]
+    if unserved:
+        table = Table(title="tasks with pending work that no live worker serves")
+        for name in ("task", "queue", "pending", "registered"):
+            table.add_column(name, justify="right" if name == "pending" else "left")
+        for t in unserved:
+            table.add_row(t.task_key, t.queue, str(t.pending), "yes" if t.registered else "no")
+        out.print(table)
 
 
 @app.command()
 def cancel(
     execution_id: ExecutionId,
-    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "cancelled by user",
-    database_url: DatabaseUrl = None,
+    reason: Annotated[
+        str, typer.Option(metavar="TEXT", help="Why (recorded).")
+    ] = "cancelled by user",
+    app: AppOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Cancel an execution: pending ones at once, running ones via their worker."""
-    outcome = _run(database_url, lambda client: client.cancel(execution_id, reason))
+    """Cancel an execution.
+
+    A pending one is cancelled at once, a running one through its worker.
+    """
+    outcome = run_command(app, database_url, lambda c: c.client.cancel(execution_id, reason))
     if outcome == "not_found":
         fail(f"execution {execution_id} not found")
-    out.print(outcome)
+    typer.echo(outcome)
 
 
-@app.command()
-def retry(execution_id: ExecutionId, database_url: DatabaseUrl = None) -> None:
-    """Put a failed or cancelled execution back to pending."""
-    out.print(str(_run(database_url, lambda client: client.retry(execution_id))))
+def _schema_client(connection: Connection) -> SchemaClient:
+    from pgconductor.protocol import SchemaClient
+
+    client = connection.client
+    if not isinstance(client, SchemaClient):
+        fail(f"{type(client).__name__} cannot manage the extension")
+    return client
 
 
 @schema_app.command("install")
-def schema_install(database_url: DatabaseUrl = None) -> None:
+def schema_install(app: AppOption = None, database_url: DatabaseUrlOption = None) -> None:
     """CREATE EXTENSION IF NOT EXISTS pgconductor."""
-    version = _run(database_url, lambda client: SchemaManager(client).install())
-    out.print(f"pgconductor extension {version} installed")
+    from pgconductor.schema import SchemaManager
+
+    version = run_command(app, database_url, lambda c: SchemaManager(_schema_client(c)).install())
+    typer.echo(f"pgconductor extension {version} installed")
 
 
 @schema_app.command("upgrade")
 def schema_upgrade(
     to: Annotated[
-        str | None, typer.Option(help="Target version (default: newest supported).")
+        str | None,
+        typer.Option(
+            metavar="VERSION",
+            help="Target version. Default: the newest supported.",
+            show_default=False,
+        ),
     ] = None,
-    database_url: DatabaseUrl = None,
+    app: AppOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
     """ALTER EXTENSION pgconductor UPDATE to a supported version."""
-    version = _run(database_url, lambda client: SchemaManager(client).upgrade(to))
-    out.print(f"pgconductor extension is at {version}")
+    from pgconductor.schema import SchemaManager
+
+    version = run_command(app, database_url, lambda c: SchemaManager(_schema_client(c)).upgrade(to))
+    typer.echo(f"pgconductor extension is at {version}")
 
 
 @schema_app.command("check")
-def schema_check(database_url: DatabaseUrl = None) -> None:
+def schema_check(app: AppOption = None, database_url: DatabaseUrlOption = None) -> None:
     """Exit 0 when the installed extension version is supported, else 1."""
-    version = _run(database_url, lambda client: SchemaManager(client).check())
+    from pgconductor.schema import SUPPORTED_EXTENSION_VERSIONS, SchemaManager
+
+    version = run_command(app, database_url, lambda c: SchemaManager(_schema_client(c)).check())
     supported = ", ".join(SUPPORTED_EXTENSION_VERSIONS)
-    out.print(f"pgconductor extension {version} installed (supported: {supported})")
+    typer.echo(f"pgconductor extension {version} installed (supported: {supported})")
 
 
 def _register_worker_commands() -> None:
@@ -284,4 +378,5 @@ def _register_worker_commands() -> None:
     module.register(worker_app)
 
 
+cli_inspect.register(app)
 _register_worker_commands()

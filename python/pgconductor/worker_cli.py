@@ -13,24 +13,28 @@ given on the command line win. SIGTERM or Ctrl-C stop gracefully (exit 0); a sec
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgconductor.conductor import Conductor
-from pgconductor.db import SqlDatabaseClient
-from pgconductor.errors import PgConductorError
-from pgconductor.orchestrator import Orchestrator, WorkerConfig
+from pgconductor.cli_common import (
+    AppOption,
+    DatabaseUrlOption,
+    UsageError,
+    fail,
+    finite,
+    load_app,
+)
 
-__all__ = ["load_app", "load_config", "register"]
+if TYPE_CHECKING:
+    from pgconductor.orchestrator import Orchestrator, WorkerConfig
+
+__all__ = ["UsageError", "load_app", "load_config", "register"]
 
 log = logging.getLogger("pgconductor.cli")
 _CONFIG_KEYS = {
@@ -44,45 +48,6 @@ _CONFIG_KEYS = {
     "grace_period",
 }
 _QUEUE_KEYS = {"name", "concurrency", "fetch_batch", "flush_batch"}
-
-
-class UsageError(Exception):
-    """A mistake in the command line or the config file: reported as one line."""
-
-
-def _fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    typer.secho(f"error: {' '.join(message.split())}", err=True, fg=typer.colors.RED)
-    if hint:
-        typer.echo(f"hint: {hint}", err=True)
-    raise typer.Exit(code)
-
-
-def load_app(reference: str) -> Conductor:
-    """Import `MODULE:ATTR` (ATTR defaults to `conductor`) from the CWD; return the Conductor."""
-    module_name, _, attr = reference.partition(":")
-    if not module_name:
-        raise UsageError(f"--app {reference!r} is not MODULE:ATTR")
-    attr = attr or "conductor"
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import module {module_name!r}: {exc}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(f"module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if inspect.isfunction(obj):  # a factory: `--app myapp:make_conductor`
-        try:
-            obj = obj()
-        except Exception as exc:
-            raise UsageError(f"{reference!r} failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(obj, Conductor):
-        raise UsageError(f"{reference!r} is a {type(obj).__name__}, not a pgconductor Conductor")
-    return obj
 
 
 def _positive(value: Any, what: str) -> int | None:
@@ -101,6 +66,8 @@ def _queue(entry: Any) -> str | WorkerConfig:
     unknown = set(entry) - _QUEUE_KEYS
     if unknown:
         raise UsageError(f"unknown key(s) in queue {entry['name']!r}: {', '.join(sorted(unknown))}")
+    from pgconductor.orchestrator import WorkerConfig
+
     return WorkerConfig(
         entry["name"],
         concurrency=_positive(entry.get("concurrency"), "concurrency"),
@@ -137,17 +104,18 @@ def load_config(path: Path) -> dict[str, Any]:
 
 
 async def _report(orchestrator: Orchestrator, every: float) -> None:
-    """Log throughput every `every` seconds."""
+    """Log throughput every `every` seconds in which some execution finished."""
     last, last_at = 0, time.monotonic()
     while True:
         await asyncio.sleep(every)
         done = sum(s.finished for s in orchestrator.stats.values())
         now = time.monotonic()
-        log.info(
-            "throughput: %.0f executions/s (%d finished)",
-            (done - last) / max(now - last_at, 1e-9),
-            done,
-        )
+        if done != last:  # an idle worker stays quiet
+            log.info(
+                "throughput: %.0f executions/s (%d finished)",
+                (done - last) / max(now - last_at, 1e-9),
+                done,
+            )
         last, last_at = done, now
 
 
@@ -165,33 +133,108 @@ async def _serve(orchestrator: Orchestrator, drain: bool, stats_interval: float)
 
 
 def start(
-    app: Annotated[
-        str | None, typer.Option("--app", metavar="MODULE:ATTR", help="The Conductor to run.")
-    ] = None,
+    app: AppOption = None,
     queue: Annotated[
-        list[str] | None, typer.Option("--queue", "-q", help="Queue to serve (repeat).")
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            "-q",
+            metavar="QUEUE",
+            help="Queue to serve; repeat for several. Default: every queue of the app's tasks.",
+            show_default=False,
+        ),
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Handlers per queue.")] = None,
-    fetch_batch: Annotated[int | None, typer.Option(min=1, help="Claims per fetch.")] = None,
-    flush_batch: Annotated[int | None, typer.Option(min=1, help="Results per flush.")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="Handlers per queue. Default: 100.", show_default=False
+        ),
+    ] = None,
+    fetch_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Claims per fetch. Default: the free handler slots.",
+            show_default=False,
+        ),
+    ] = None,
+    flush_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="Results per flush. Default: 200.", show_default=False
+        ),
+    ] = None,
     drain: Annotated[bool, typer.Option(help="Stop once no due work is left.")] = False,
-    config: Annotated[Path | None, typer.Option(help="JSON config (tower.json).")] = None,
-    heartbeat_interval: Annotated[float | None, typer.Option(min=0.01, help="Seconds.")] = None,
-    stale_after: Annotated[float | None, typer.Option(min=0.1, help="Seconds.")] = None,
-    grace_period: Annotated[float | None, typer.Option(min=0, help="Seconds.")] = None,
-    listen: Annotated[bool, typer.Option(help="Wake on LISTEN/NOTIFY (else poll).")] = True,
-    stats_interval: Annotated[
-        float, typer.Option(min=0, help="Log throughput every SECONDS (0: never).")
-    ] = 30.0,
-    database_url: Annotated[
-        str | None, typer.Option(help="PostgreSQL URL (default: the app's, else DATABASE_URL).")
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="JSON config (tower.json); options win.", show_default=False
+        ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    heartbeat_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            callback=finite,
+            metavar="SECONDS",
+            help="Time between heartbeats. Default: 5.",
+            show_default=False,
+        ),
+    ] = None,
+    stale_after: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            callback=finite,
+            metavar="SECONDS",
+            help="Silence after which a worker counts as dead. Default: 30.",
+            show_default=False,
+        ),
+    ] = None,
+    grace_period: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            callback=finite,
+            metavar="SECONDS",
+            help="Time running handlers get to finish on stop. Default: 30.",
+            show_default=False,
+        ),
+    ] = None,
+    listen: Annotated[bool, typer.Option(help="Wake on LISTEN/NOTIFY (else poll).")] = True,
+    listen_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PGCONDUCTOR_LISTEN_URL",
+            help="Direct PostgreSQL URL to LISTEN on when the database URL is a pooler's.",
+        ),
+    ] = None,
+    stats_interval: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            callback=finite,
+            metavar="SECONDS",
+            help="Log throughput every SECONDS while busy (0: never).",
+        ),
+    ] = 30.0,
+    database_url: DatabaseUrlOption = None,
+    log_level: Annotated[
+        str, typer.Option(metavar="LEVEL", help="debug, info, warning or error.")
+    ] = "info",
 ) -> None:
-    """Run the handlers of an app (--app MODULE:ATTR or --config FILE) until stopped."""
+    """Run an app's handlers until stopped.
+
+    The app comes from --app MODULE:ATTR or --config FILE. SIGTERM or Ctrl-C stop
+    gracefully; a second one forces.
+    """
+    from pgconductor.errors import PgConductorError
+    from pgconductor.orchestrator import Orchestrator
+
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
-        _fail(f"unknown log level {log_level!r}", code=2)
+        fail(f"unknown log level {log_level!r}", code=2)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -214,17 +257,23 @@ def start(
             raise UsageError("no app given: pass --app MODULE:ATTR or a --config with 'app'")
         conductor = load_app(settings.pop("app"))
         if database_url:
+            from pgconductor.db import SqlDatabaseClient
+
             conductor.client = SqlDatabaseClient(database_url)
-        orchestrator = Orchestrator(conductor, use_listen=listen, **settings)
+        orchestrator = Orchestrator(
+            conductor, use_listen=listen, listen_url=listen_url, **settings
+        )
     except (UsageError, ValueError) as exc:
-        _fail(str(exc), code=2)
+        fail(str(exc), code=2)
     try:
         asyncio.run(_serve(orchestrator, drain, stats_interval))
     except PgConductorError as exc:
         state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-        _fail(f"{exc}{state}", exc.hint)
+        fail(f"{exc}{state}", exc.hint)
+    except ImportError as exc:  # the app's URL names a driver that is not installed
+        fail(f"cannot load the database driver: {exc}", "use a postgresql:// URL")
     except TimeoutError:
-        _fail(
+        fail(
             f"the worker did not start within {orchestrator.start_timeout:g}s",
             "check that the database is reachable",
         )

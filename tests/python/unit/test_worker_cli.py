@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import json
+import logging
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from pgconductor import worker_cli
 from pgconductor.cli import app
 from pgconductor.db import SqlDatabaseClient
 from pgconductor.orchestrator import Orchestrator, WorkerConfig
@@ -239,3 +244,63 @@ def test_unreachable_database_is_one_line(module: Any) -> None:
         "--app", f"{module()}:conductor", "--database-url", "postgresql://nobody@127.0.0.1:1/x"
     )
     one_line_error(result, 1, "error: connection failed")
+
+
+def test_non_postgres_urls_are_one_line(module: Any, tmp_path: Path) -> None:
+    one_line_error(
+        run("--app", module(), "--database-url", "mysql://u@h/db"), 2, "not a PostgreSQL URL"
+    )
+    (tmp_path / "mysql_app.py").write_text(
+        "from pgconductor import Conductor\n"
+        "conductor = Conductor('mysql://u@h/db')\n"
+        "@conductor.task('a')\n"
+        "async def a(ctx, payload):\n"
+        "    return None\n"
+    )
+    one_line_error(run("--app", "mysql_app"), 1, "cannot load the database driver")
+
+
+def test_help_defaults_are_the_orchestrators() -> None:
+    """The help states the Orchestrator's defaults without importing it: they must agree."""
+    defaults = {
+        name: p.default for name, p in inspect.signature(Orchestrator.__init__).parameters.items()
+    }
+    text = " ".join(CliRunner().invoke(app, ["worker", "start", "--help"]).stdout.split())
+    for option, name in (
+        ("Handlers per queue. Default:", "concurrency"),
+        ("Results per flush. Default:", "flush_batch"),
+        ("Time between heartbeats. Default:", "heartbeat_interval"),
+        ("counts as dead. Default:", "stale_after"),
+        ("finish on stop. Default:", "grace_period"),
+    ):
+        assert f"{option} {defaults[name]:g}." in text, name
+    assert defaults["fetch_batch"] is None
+    assert "Claims per fetch. Default: the free handler slots." in text
+
+
+class _Counting:
+    """An orchestrator stand-in whose finished count is read from a script, one per report."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.script = script
+        self.reads = 0
+        self.done = asyncio.Event()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        value = self.script[min(self.reads, len(self.script) - 1)]
+        self.reads += 1
+        if self.reads >= len(self.script):
+            self.done.set()
+        return {"q": types.SimpleNamespace(finished=value)}
+
+
+async def test_throughput_is_logged_only_while_busy(caplog: pytest.LogCaptureFixture) -> None:
+    counting = _Counting([0, 0, 5, 5, 5, 9, 9])
+    caplog.set_level(logging.INFO, logger="pgconductor.cli")
+    reporter = asyncio.ensure_future(worker_cli._report(counting, 0.001))  # type: ignore[arg-type]
+    await asyncio.wait_for(counting.done.wait(), 10)
+    reporter.cancel()
+    await asyncio.wait((reporter,))
+    lines = [r.getMessage() for r in caplog.records if "throughput" in r.getMessage()]
+    assert [line.split("(")[1] for line in lines] == ["5 finished)", "9 finished)"]

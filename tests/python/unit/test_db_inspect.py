@@ -1,0 +1,75 @@
+"""The client methods behind `show`, `list`, `retry --state` and the unserved-task warning.
+
+The SQL they send, the binds, and the rows they read back (stub engine, no server).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pgconductor.types import ExecutionInfo, ExecutionSummary, TaskOverview
+
+from .db_stubs import client_with
+
+AT = dt.datetime(2026, 12, 4, 15, 30, tzinfo=dt.UTC)
+
+
+async def test_list_executions_binds_every_filter_and_reads_summaries() -> None:
+    row = (uuid.UUID(int=2), "t", "q", "failed", 3, 3, 0, AT, AT, AT, "boom")
+    client, engine = client_with([row])
+    before = uuid.UUID(int=9)
+    page = await client.list_executions("failed", "t", "q", 10, before)
+    assert page == [ExecutionSummary(*row)]
+    sql, params = engine.executed[0]
+    assert "FROM pgconductor.list_executions(CAST(%(state)b AS text)" in sql
+    assert sql.index("%(task_key)b") < sql.index("%(queue)b") < sql.index("%(limit)b")
+    assert sql.index("%(limit)b") < sql.index("%(before)b")
+    assert params == {
+        "state": "failed",
+        "task_key": "t",
+        "queue": "q",
+        "limit": 10,
+        "before": before,
+    }
+    await client.close()
+
+
+async def test_list_executions_defaults_are_sqls() -> None:
+    client, engine = client_with([])
+    assert await client.list_executions() == []
+    assert engine.executed[0][1] == {
+        "state": None,
+        "task_key": None,
+        "queue": None,
+        "limit": 50,
+        "before": None,
+    }
+    await client.close()
+
+
+async def test_retry_executions_returns_the_count() -> None:
+    client, engine = client_with([(4,)])
+    assert await client.retry_executions(task_key="t") == 4
+    sql, params = engine.executed[0]
+    assert sql.startswith("SELECT pgconductor.retry_executions(CAST(%(state)b AS text)")
+    assert params == {"state": "failed", "task_key": "t", "queue": None, "limit": 1000}
+    await client.close()
+
+
+async def test_task_overview_reads_counts_as_ints() -> None:
+    client, engine = client_with([("t", "default", True, False, 5, 0)])
+    assert await client.task_overview() == [TaskOverview("t", "default", True, False, 5, 0)]
+    assert "FROM pgconductor.task_overview() ORDER BY task_key, queue" in engine.executed[0][0]
+    await client.close()
+
+
+async def test_get_execution_reads_the_extended_row() -> None:
+    eid = uuid.UUID(int=1)
+    base = (eid, "t", "q", "failed", 2, 0, AT, None, "E2", None, AT)
+    client, _ = client_with([base])
+    info = await client.get_execution(eid)
+    assert info == ExecutionInfo(*base)
+    assert info is not None
+    assert (info.max_attempts, info.errors, info.cancel_reason) == (None, [], None)
+    await client.close()
