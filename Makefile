@@ -93,7 +93,8 @@ db-up: ## start the private PostgreSQL 15 cluster (no-op when DATABASE_URL is se
 db-down: ## stop the private cluster (its data stays in the temp dir)
 	@scripts/cluster.sh stop
 
-psql: $(DB_PREREQS) ## open psql on the database (DATABASE_URL or the private cluster)
+psql: ## open psql on the database (DATABASE_URL or the private cluster)
+	@$(MAKE) -s --no-print-directory $(DB_PREREQS) >/dev/null  # quiet: errors only
 	@. scripts/env.sh && exec psql "$$DATABASE_URL"
 
 test-sql: $(DB_PREREQS) ## run the pgTAP suite (tests/sql) with pg_prove on a fresh database
