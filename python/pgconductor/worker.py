@@ -423,7 +423,7 @@ class Worker(Service):
             self.log.info("%s: cancelled during %s%s", what, attempt, kept)
         elif kind == "stale":
             self.log.warning(
-                "%s: result of %s was stale (its lease had ended); nothing was applied",
+                "%s was stale: the result of %s came after its lease ended; nothing was applied",
                 what,
                 attempt,
             )

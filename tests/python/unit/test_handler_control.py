@@ -299,7 +299,7 @@ async def test_the_worker_logs_fatal_retry_after_and_cancel(
         ResultStatus.COMPLETED,
         ResultStatus.COMPLETED,
     ]
-    by_id = {r.getMessage().split(":")[0]: r for r in caplog.records}
+    by_id = {" ".join(r.getMessage().split()[:2]).rstrip(":"): r for r in caplog.records}
 
     def line(n: int) -> tuple[int, str]:
         record = by_id[f"steer {rows[n].id}"]
@@ -324,7 +324,7 @@ async def test_the_worker_logs_fatal_retry_after_and_cancel(
     )
     assert line(4) == (
         logging.WARNING,
-        f"steer {rows[4].id}: result of attempt 1/3 was stale (its lease had ended);"
+        f"steer {rows[4].id} was stale: the result of attempt 1/3 came after its lease ended;"
         " nothing was applied",
     )
     assert line(5) == (logging.DEBUG, f"steer {rows[5].id}: attempt 2/3 released")
