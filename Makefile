@@ -48,7 +48,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv build install db-up db-down psql freeze check-frozen \
-        test test-sql test-isolation test-python test-e2e soak lint demo clean
+        test test-sql test-isolation test-python test-e2e soak fuzz lint demo clean
 
 # Targets that touch the database: their shared prerequisites.
 DB_PREREQS = deps install $(if $(DATABASE_URL),,db-up)
@@ -113,6 +113,15 @@ test-e2e: deps install ## tower-defense e2e scenarios (tests/e2e) on their own p
 
 soak: deps install ## long e2e soak, not in CI: 100k executions over 5 min under --chaos
 	@env -u DATABASE_URL E2E_SCENARIO_TIMEOUT=1800 tests/e2e/run-scenario.sh tests/e2e/soak.sh --sdk=py --chaos
+
+# The fuzz layer runs bounded (40 examples per function, derandomized) inside test-python;
+# this is the long run: more examples and a random seed (PGCONDUCTOR_FUZZ_SEED replays one),
+# then the call and outcome counts. PGCONDUCTOR_FUZZ_REPORT=FILE writes the findings as Markdown.
+fuzz: $(DB_PREREQS) ## long fuzz of every public SQL function, not in CI (PGCONDUCTOR_FUZZ_EXAMPLES, default 400)
+	@. scripts/env.sh && \
+	  PGCONDUCTOR_FUZZ_EXAMPLES=$${PGCONDUCTOR_FUZZ_EXAMPLES:-400} \
+	  PGCONDUCTOR_FUZZ_SEED=$${PGCONDUCTOR_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	  .venv/bin/pytest -c python/pyproject.toml --rootdir=. tests/python/fuzz -q -p no:cacheprovider
 
 lint: ## bash -n + shellcheck on scripts; ruff, ruff format --check, mypy --strict on python/
 	@scripts/lint.sh

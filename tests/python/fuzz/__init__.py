@@ -1,0 +1,1 @@
+"""Fuzz layer: every public SQL function called with generated hostile arguments (hypothesis)."""
