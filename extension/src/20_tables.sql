@@ -10,7 +10,9 @@ CREATE TABLE pgconductor.queues (
 );
 
 -- Tasks: settings per task key. A key invoked before any worker registered it needs no row
--- here: it runs with the defaults (3 attempts, no window, 1 s..10 min backoff).
+-- here: it runs with the defaults (3 attempts, no window, 1 s..10 min backoff). The column
+-- defaults are the only home of the defaults: register_task() and declare_task() read them.
+-- max_retry_after: how often a handler may put its execution back with RetryAfter.
 CREATE TABLE pgconductor.tasks (
     key          text PRIMARY KEY CONSTRAINT tasks_key_valid
                      CHECK (char_length(key) BETWEEN 1 AND 200 AND key !~ '[[:cntrl:]]' AND key = btrim(key)),
@@ -26,6 +28,8 @@ CREATE TABLE pgconductor.tasks (
                      CONSTRAINT tasks_timeout_bounded CHECK (timeout <= pgconductor._max_interval()),
     created_at   timestamptz NOT NULL DEFAULT pgconductor._now(),
     updated_at   timestamptz NOT NULL DEFAULT pgconductor._now(),
+    max_retry_after integer NOT NULL DEFAULT 20
+                     CONSTRAINT tasks_max_retry_after_nonnegative CHECK (max_retry_after >= 0),
     CONSTRAINT tasks_window_both_or_neither CHECK ((window_start IS NULL) = (window_end IS NULL)),
     CONSTRAINT tasks_window_not_empty CHECK (window_start IS NULL OR window_start <> window_end),
     CONSTRAINT tasks_backoff_cap_ge_base CHECK (backoff_cap >= backoff_base)
@@ -33,7 +37,8 @@ CREATE TABLE pgconductor.tasks (
 
 -- Live executions: pending (locked_by IS NULL) or running (locked_by = the orchestrator
 -- holding the lease). attempts: attempts spent; lease: claims ever made (never decreases, so
--- (locked_by, lease) identifies one claim). Priority: lower runs first.
+-- (locked_by, lease) identifies one claim). Priority: lower runs first. errors: every attempt's
+-- error, oldest first (_with_error keeps the last 50); retry_afters: RetryAfter put it back.
 CREATE TABLE pgconductor.executions (
     id            uuid NOT NULL DEFAULT pgconductor._uuid7(),
     task_key      text NOT NULL CONSTRAINT executions_task_key_valid
@@ -50,6 +55,8 @@ CREATE TABLE pgconductor.executions (
     dedupe_key    text,
     cancel_reason text,
     created_at    timestamptz NOT NULL DEFAULT pgconductor._now(),
+    errors        jsonb NOT NULL DEFAULT '[]',
+    retry_afters  integer NOT NULL DEFAULT 0,
     CONSTRAINT executions_pkey PRIMARY KEY (id, queue),
     CONSTRAINT executions_lock_consistent CHECK ((locked_by IS NULL) = (locked_at IS NULL))
 ) PARTITION BY LIST (queue);
@@ -78,10 +85,15 @@ CREATE TABLE pgconductor.finished_executions (
     finished_at     timestamptz NOT NULL,
     orchestrator_id uuid,
     last_error      text,
-    result          jsonb
+    result          jsonb,
+    errors          jsonb NOT NULL DEFAULT '[]'
 );
 -- Retention only: every extra index here is paid by every completion.
 CREATE INDEX finished_executions_finished_at_idx ON pgconductor.finished_executions (finished_at);
+-- Listing and bulk retries of failed and cancelled executions, newest first; partial, so a
+-- completion does not pay for it.
+CREATE INDEX finished_executions_unsuccessful_idx ON pgconductor.finished_executions (state, task_key, id)
+    WHERE state <> 'completed';
 
 -- Orchestrators (one per worker process). expired_at: heartbeat lapsed and recovery took its
 -- work; drained: recovery found nothing more to release; stopped_at: left cleanly.

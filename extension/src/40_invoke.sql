@@ -1,5 +1,5 @@
--- Enqueueing: invoke() for one execution, invoke_batch() for many in one statement, and
--- register_task() for a task's settings. All callable from plain SQL and from triggers.
+-- Enqueueing: invoke() for one execution, invoke_batch() for many in one statement. Both
+-- callable from plain SQL and from triggers.
 
 -- Raises 22023 for a run_at that is not a finite time ('infinity' would never run and
 -- '-infinity' cannot be ordered against a claim position). Returns nothing.
@@ -213,55 +213,4 @@ AS $$
         array_fill(p_queue, ARRAY[coalesce(cardinality(p_payloads), 0)]),
         array_fill(p_run_at, ARRAY[coalesce(cardinality(p_payloads), 0)]),
         array_fill(p_priority, ARRAY[coalesce(cardinality(p_payloads), 0)]))
-$$;
-
--- Creates or updates task p_key's settings (and its queue). Windows are daily [start, end) in
--- p_timezone (a zone name) and may cross midnight; intervals are at most _max_interval().
--- Raises 22023 for bad input. Returns nothing.
-CREATE FUNCTION pgconductor.register_task(
-    p_key          text,
-    p_queue        text DEFAULT 'default',
-    p_max_attempts integer DEFAULT 3,
-    p_window_start time DEFAULT NULL,
-    p_window_end   time DEFAULT NULL,
-    p_timezone     text DEFAULT 'UTC',
-    p_backoff_base interval DEFAULT '1 second',
-    p_backoff_cap  interval DEFAULT '10 minutes',
-    p_timeout      interval DEFAULT NULL
-)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM pgconductor._assert_task_key(p_key);
-    PERFORM pgconductor._assert_queue_name(coalesce(p_queue, 'default'));
-    IF p_max_attempts IS NULL OR p_max_attempts < 1 THEN
-        RAISE EXCEPTION 'max_attempts must be at least 1, got %', coalesce(p_max_attempts::text, 'NULL')
-            USING ERRCODE = '22023', HINT = 'Use 1 for "never retry".';
-    END IF;
-    IF (p_window_start IS NULL) <> (p_window_end IS NULL) OR p_window_start = p_window_end THEN
-        RAISE EXCEPTION 'invalid window % - %', coalesce(p_window_start::text, 'NULL'), coalesce(p_window_end::text, 'NULL')
-            USING ERRCODE = '22023', HINT = 'Give both ends and make them differ; a window ending before it starts crosses midnight.';
-    END IF;
-    PERFORM pgconductor._assert_timezone(coalesce(p_timezone, 'UTC'));
-    PERFORM pgconductor._assert_interval('backoff_base', p_backoff_base, interval '0', false);
-    PERFORM pgconductor._assert_interval('backoff_cap', p_backoff_cap, interval '0', false);
-    IF p_backoff_cap < p_backoff_base THEN
-        RAISE EXCEPTION 'backoff_cap % is below backoff_base %', p_backoff_cap, p_backoff_base
-            USING ERRCODE = '22023', HINT = 'The cap bounds the doubling delays: 0 <= base <= cap.';
-    END IF;
-    PERFORM pgconductor._assert_interval('timeout', p_timeout, interval '1 millisecond', true);
-    PERFORM pgconductor.create_queue(coalesce(p_queue, 'default'));
-    INSERT INTO pgconductor.tasks AS t (key, queue, max_attempts, window_start, window_end, timezone,
-                                        backoff_base, backoff_cap, timeout)
-    VALUES (p_key, coalesce(p_queue, 'default'), p_max_attempts, p_window_start, p_window_end,
-            coalesce(p_timezone, 'UTC'), p_backoff_base, p_backoff_cap, p_timeout)
-    ON CONFLICT (key) DO UPDATE
-       SET queue = excluded.queue, max_attempts = excluded.max_attempts,
-           window_start = excluded.window_start, window_end = excluded.window_end,
-           timezone = excluded.timezone, backoff_base = excluded.backoff_base,
-           backoff_cap = excluded.backoff_cap, timeout = excluded.timeout,
-           updated_at = pgconductor._now();
-END
 $$;

@@ -4,6 +4,16 @@
 -- was recovered, released, re-claimed or finished is reported 'stale' and changes nothing
 -- (fencing). Leases never repeat, so even a result flushed twice cannot hit a newer claim.
 
+-- p_errors with one more entry for attempt p_attempt ({attempt, at, outcome, error}, the
+-- error cut at 4000 characters), keeping the last 50 entries. Locks nothing. Inlined.
+CREATE FUNCTION pgconductor._with_error(p_errors jsonb, p_attempt integer, p_outcome text, p_error text, p_at timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE
+RETURN jsonb_path_query_array(
+    coalesce(p_errors, '[]') || jsonb_build_array(jsonb_build_object(
+        'attempt', p_attempt, 'at', p_at, 'outcome', p_outcome, 'error', left(p_error, 4000))),
+    '$[last - 49 to last]');
+
 -- Ends live execution p_id of queue p_queue: moves it to finished_executions with p_state
 -- ('completed', 'failed' or 'cancelled') and p_error. The caller holds the row lock.
 -- Returns true when the row was still live.
@@ -17,9 +27,9 @@ AS $$
     ), archived AS (
         INSERT INTO pgconductor.finished_executions
             (id, task_key, queue, payload, state, attempts, lease, priority, run_at, created_at, finished_at,
-             orchestrator_id, last_error)
+             orchestrator_id, last_error, errors)
         SELECT x.id, x.task_key, x.queue, x.payload, p_state, x.attempts, x.lease, x.priority, x.run_at, x.created_at,
-               pgconductor._now(), x.locked_by, coalesce(p_error, x.last_error)
+               pgconductor._now(), x.locked_by, coalesce(p_error, x.last_error), x.errors
           FROM ended AS x
         ON CONFLICT ON CONSTRAINT finished_executions_pkey DO NOTHING
         RETURNING 1
@@ -29,9 +39,13 @@ $$;
 
 -- Applies a batch of results for orchestrator p_orchestrator_id. Statuses: completed, failed
 -- (retry with the task's backoff until attempts are exhausted), fatal (fail now), released
--- (back to pending after p_delays_ms, attempt not counted). Row locks: the executions named.
--- Returns one (id, outcome) per input, in order: completed | retry_scheduled | failed |
--- released | cancelled | stale. Raises 22023 for bad arrays, P0002 for an unknown orchestrator.
+-- (back to pending after p_delays_ms, attempt not counted), retry_after (the handler asked to
+-- run again after p_delays_ms: attempt not counted, at most the task's max_retry_after times,
+-- then failed). A cancelled execution ends cancelled whatever its result (a completed result is
+-- kept). Failed attempts are added to the execution's errors. Row locks: the executions named.
+-- Returns one (id, outcome, run_at) per input, in order: completed | retry_scheduled | failed |
+-- released | rescheduled | cancelled | stale, with run_at the next run of those back to pending.
+-- Raises 22023 for bad arrays, P0002 for an unknown orchestrator.
 CREATE FUNCTION pgconductor.return_executions(
     p_orchestrator_id uuid,
     p_ids             uuid[],
@@ -41,7 +55,7 @@ CREATE FUNCTION pgconductor.return_executions(
     p_results         jsonb[] DEFAULT NULL,
     p_delays_ms       integer[] DEFAULT NULL
 )
-RETURNS TABLE (id uuid, outcome text)
+RETURNS TABLE (id uuid, outcome text, run_at timestamptz)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -63,10 +77,10 @@ BEGIN
             USING ERRCODE = '22023', HINT = 'Pass a flat array with one element per result.';
     END IF;
     SELECT s INTO v_bad FROM unnest(p_statuses) AS s
-     WHERE s IS NULL OR s NOT IN ('completed', 'failed', 'fatal', 'released') LIMIT 1;
+     WHERE s IS NULL OR s NOT IN ('completed', 'failed', 'fatal', 'released', 'retry_after') LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'invalid result status %', pgconductor._show(v_bad)
-            USING ERRCODE = '22023', HINT = 'Use completed, failed, fatal or released.';
+            USING ERRCODE = '22023', HINT = 'Use completed, failed, fatal, released or retry_after.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pgconductor.orchestrators AS o WHERE o.id = p_orchestrator_id) THEN
         RAISE EXCEPTION 'unknown orchestrator %', coalesce(p_orchestrator_id::text, 'NULL')
@@ -87,24 +101,37 @@ BEGIN
         SELECT DISTINCT ON (i.id) i.* FROM input AS i ORDER BY i.id, i.ord
     ), live AS MATERIALIZED (
         -- The lease check: only rows this orchestrator still holds under this lease.
-        SELECT e.id, e.queue, e.attempts, e.cancel_reason, i.ord, i.status, i.error, i.result, i.delay_ms,
-               coalesce(t.max_attempts, 3) AS max_attempts,
+        SELECT e.id, e.queue, e.attempts, e.cancel_reason, e.retry_afters, i.ord, i.status, i.error, i.result,
+               i.delay_ms, coalesce(t.max_attempts, 3) AS max_attempts,
                coalesce(t.backoff_base, interval '1 second') AS backoff_base,
-               coalesce(t.backoff_cap, interval '10 minutes') AS backoff_cap
+               coalesce(t.backoff_cap, interval '10 minutes') AS backoff_cap,
+               coalesce(t.max_retry_after, 20) AS max_retry_after
           FROM first_of_id AS i
           JOIN pgconductor.executions AS e
             ON e.id = i.id AND e.locked_by = p_orchestrator_id AND e.lease = i.lease
           LEFT JOIN pgconductor.tasks AS t ON t.key = e.task_key
            FOR UPDATE OF e
     ), decided AS MATERIALIZED (
-        SELECT l.*, CASE
+        SELECT l.*, o.outcome,
+               CASE o.outcome
+                   WHEN 'retry_scheduled' THEN v_now + pgconductor._backoff(l.attempts, l.backoff_base, l.backoff_cap)
+                   WHEN 'released' THEN v_now + make_interval(secs => greatest(coalesce(l.delay_ms, 0), 0) / 1000.0)
+                   WHEN 'rescheduled' THEN v_now + make_interval(secs => greatest(coalesce(l.delay_ms, 0), 0) / 1000.0)
+               END AS next_run_at,
+               CASE WHEN l.status = 'retry_after' AND o.outcome = 'failed'
+                    THEN format('rescheduled more than %s times: %s', l.max_retry_after,
+                                coalesce(l.error, 'no reason given'))
+                    ELSE coalesce(l.error, 'failed without an error message') END AS error_text
+          FROM live AS l
+          CROSS JOIN LATERAL (SELECT CASE
+                   WHEN l.cancel_reason IS NOT NULL THEN 'cancelled'  -- a cancel wins, even over a late completion
                    WHEN l.status = 'completed' THEN 'completed'
-                   WHEN l.cancel_reason IS NOT NULL THEN 'cancelled'
                    WHEN l.status = 'released' THEN 'released'
+                   WHEN l.status = 'retry_after' AND l.retry_afters < l.max_retry_after THEN 'rescheduled'
+                   WHEN l.status = 'retry_after' THEN 'failed'
                    WHEN l.status = 'fatal' OR l.attempts >= l.max_attempts THEN 'failed'
                    ELSE 'retry_scheduled'
-               END AS outcome
-          FROM live AS l
+               END AS outcome) AS o
     ), ended AS (
         DELETE FROM pgconductor.executions AS e
          USING decided AS d
@@ -112,29 +139,35 @@ BEGIN
         RETURNING e.*, d.outcome AS state,
                   CASE d.outcome WHEN 'completed' THEN e.last_error
                                  WHEN 'cancelled' THEN e.cancel_reason
-                                 ELSE coalesce(d.error, 'failed without an error message') END AS new_error,
-                  CASE WHEN d.outcome = 'completed' THEN d.result END AS new_result
+                                 ELSE d.error_text END AS new_error,
+                  CASE WHEN d.status = 'completed' THEN d.result END AS new_result,
+                  CASE WHEN d.outcome = 'failed' OR (d.outcome = 'cancelled' AND d.status IN ('failed', 'fatal'))
+                       THEN pgconductor._with_error(e.errors, e.attempts, d.outcome, d.error_text, v_now)
+                       ELSE e.errors END AS new_errors
     ), archived AS (
         INSERT INTO pgconductor.finished_executions
             (id, task_key, queue, payload, state, attempts, lease, priority, run_at, created_at, finished_at,
-             orchestrator_id, last_error, result)
+             orchestrator_id, last_error, result, errors)
         SELECT x.id, x.task_key, x.queue, x.payload, x.state, x.attempts, x.lease, x.priority, x.run_at, x.created_at,
-               v_now, x.locked_by, x.new_error, x.new_result
+               v_now, x.locked_by, x.new_error, x.new_result, x.new_errors
           FROM ended AS x
         ON CONFLICT ON CONSTRAINT finished_executions_pkey DO NOTHING
     ), requeued AS (
         UPDATE pgconductor.executions AS e
            SET locked_by = NULL, locked_at = NULL,
-               attempts = CASE WHEN d.outcome = 'released' THEN greatest(e.attempts - 1, 0) ELSE e.attempts END,
-               run_at = CASE WHEN d.outcome = 'released'
-                             THEN v_now + make_interval(secs => greatest(coalesce(d.delay_ms, 0), 0) / 1000.0)
-                             ELSE v_now + pgconductor._backoff(e.attempts, d.backoff_base, d.backoff_cap) END,
-               last_error = CASE WHEN d.outcome = 'released' THEN e.last_error
-                                 ELSE coalesce(d.error, 'failed without an error message') END
+               attempts = CASE WHEN d.outcome = 'retry_scheduled' THEN e.attempts ELSE greatest(e.attempts - 1, 0) END,
+               retry_afters = e.retry_afters + CASE WHEN d.outcome = 'rescheduled' THEN 1 ELSE 0 END,
+               run_at = d.next_run_at,
+               last_error = CASE WHEN d.outcome = 'retry_scheduled' THEN d.error_text ELSE e.last_error END,
+               errors = CASE d.outcome
+                            WHEN 'retry_scheduled' THEN pgconductor._with_error(e.errors, e.attempts, d.outcome, d.error_text, v_now)
+                            WHEN 'rescheduled' THEN pgconductor._with_error(e.errors, e.attempts, 'retry_after',
+                                                                            coalesce(d.error, 'no reason given'), v_now)
+                            ELSE e.errors END
           FROM decided AS d
-         WHERE e.id = d.id AND e.queue = d.queue AND d.outcome IN ('retry_scheduled', 'released')
+         WHERE e.id = d.id AND e.queue = d.queue AND d.outcome IN ('retry_scheduled', 'released', 'rescheduled')
     )
-    SELECT i.id, coalesce(d.outcome, 'stale')
+    SELECT i.id, coalesce(d.outcome, 'stale'), d.next_run_at
       FROM input AS i
       LEFT JOIN decided AS d ON d.id = i.id AND d.ord = i.ord
      ORDER BY i.ord;

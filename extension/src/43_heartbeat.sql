@@ -16,17 +16,19 @@ $$;
 
 -- Expires orchestrators whose last heartbeat is older than their stale_after, then releases
 -- up to p_limit executions they held: back to pending (the lost attempt counts), failed when
--- attempts are exhausted, cancelled when a cancel was pending. Row locks: those executions
--- (SKIP LOCKED). Returns (id, outcome) per execution touched.
+-- attempts are exhausted, cancelled when a cancel was pending; the lost attempt is added to
+-- its errors. Row locks: those executions (SKIP LOCKED). Returns (id, outcome) per execution
+-- touched.
 CREATE FUNCTION pgconductor.recover_stale(p_limit integer DEFAULT 1000)
 RETURNS TABLE (id uuid, outcome text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now  timestamptz := pgconductor._now();
-    v_dead uuid[];
-    v_row  record;
+    v_now   timestamptz := pgconductor._now();
+    v_dead  uuid[];
+    v_row   record;
+    v_error text;
 BEGIN
     UPDATE pgconductor.orchestrators AS o SET expired_at = v_now
      WHERE o.expired_at IS NULL AND o.stopped_at IS NULL AND o.last_heartbeat_at < v_now - o.stale_after;
@@ -53,9 +55,10 @@ BEGIN
             PERFORM pgconductor._finish(v_row.id, v_row.queue, 'cancelled', v_row.cancel_reason);
         ELSE
             outcome := CASE WHEN v_row.attempts >= v_row.max_attempts THEN 'failed' ELSE 'released' END;
+            v_error := format('attempt %s of %s lost: orchestrator %s stopped sending heartbeats (last at %s)',
+                              v_row.attempts, v_row.max_attempts, v_row.locked_by, v_row.last_heartbeat_at);
             UPDATE pgconductor.executions AS e
-               SET last_error = format('attempt %s of %s lost: orchestrator %s stopped sending heartbeats (last at %s)',
-                                       v_row.attempts, v_row.max_attempts, v_row.locked_by, v_row.last_heartbeat_at)
+               SET last_error = v_error, errors = pgconductor._with_error(e.errors, v_row.attempts, 'lost', v_error, v_now)
              WHERE e.id = v_row.id AND e.queue = v_row.queue;
             IF outcome = 'failed' THEN
                 PERFORM pgconductor._finish(v_row.id, v_row.queue, 'failed', NULL);

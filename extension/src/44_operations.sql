@@ -34,7 +34,8 @@ END
 $$;
 
 -- Puts failed or cancelled execution p_execution_id back to pending, due now, with attempts
--- reset. Raises P0002 when unknown, 55000 when it is live or completed. Returns its id.
+-- reset (its errors are kept). Raises P0002 when unknown, 55000 when it is live or completed.
+-- Returns its id.
 CREATE FUNCTION pgconductor.retry(p_execution_id uuid)
 RETURNS uuid
 LANGUAGE plpgsql
@@ -58,29 +59,53 @@ BEGIN
     END IF;
     PERFORM pgconductor.create_queue(v_row.queue);
     DELETE FROM pgconductor.finished_executions AS f WHERE f.id = p_execution_id;
-    INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, attempts, lease, last_error, created_at)
+    INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, attempts, lease, last_error,
+                                        created_at, errors)
     VALUES (v_row.id, v_row.task_key, v_row.queue, v_row.payload, pgconductor._now(), v_row.priority, 0,
-            v_row.lease, v_row.last_error, v_row.created_at);
+            v_row.lease, v_row.last_error, v_row.created_at, v_row.errors);
     PERFORM pg_notify('pgconductor_invoke', v_row.queue);
     RETURN v_row.id;
 END
 $$;
 
--- One execution wherever it is: state pending | running (live) or completed | failed |
--- cancelled (finished). Locks nothing. Returns no row for an unknown id.
-CREATE FUNCTION pgconductor.get_execution(p_id uuid)
-RETURNS TABLE (id uuid, task_key text, queue text, state text, attempts integer, priority integer,
-               run_at timestamptz, locked_by uuid, last_error text, result jsonb, finished_at timestamptz)
-LANGUAGE sql STABLE
+-- Puts up to p_limit finished executions in state p_state ('failed' or 'cancelled') of task
+-- p_task_key and queue p_queue (NULL: any) back to pending, newest first, as retry() does for
+-- one. Row locks: those executions. Raises 22023 for another state or a limit outside
+-- 1..10000. Returns how many it put back.
+CREATE FUNCTION pgconductor.retry_executions(
+    p_state    text DEFAULT 'failed',
+    p_task_key text DEFAULT NULL,
+    p_queue    text DEFAULT NULL,
+    p_limit    integer DEFAULT 1000
+)
+RETURNS integer
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT e.id, e.task_key, e.queue, CASE WHEN e.locked_by IS NULL THEN 'pending' ELSE 'running' END,
-           e.attempts, e.priority, e.run_at, e.locked_by, e.last_error, NULL::jsonb, NULL::timestamptz
-      FROM pgconductor.executions AS e WHERE e.id = p_id
-    UNION ALL
-    SELECT f.id, f.task_key, f.queue, f.state, f.attempts, f.priority, f.run_at, NULL, f.last_error, f.result, f.finished_at
-      FROM pgconductor.finished_executions AS f WHERE f.id = p_id
-    LIMIT 1
+DECLARE
+    v_count integer := 0;
+    v_id    uuid;
+BEGIN
+    IF p_state IS NULL OR p_state NOT IN ('failed', 'cancelled') THEN
+        RAISE EXCEPTION 'cannot retry executions in state %', pgconductor._show(p_state)
+            USING ERRCODE = '22023', HINT = 'Retry failed or cancelled executions; invoke the task again for a completed one.';
+    END IF;
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 10000, got %', coalesce(p_limit::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Retry in pages: call again until it returns 0.';
+    END IF;
+    FOR v_id IN
+        SELECT f.id FROM pgconductor.finished_executions AS f
+         WHERE f.state = p_state AND f.state <> 'completed'
+           AND (p_task_key IS NULL OR f.task_key = p_task_key) AND (p_queue IS NULL OR f.queue = p_queue)
+         ORDER BY f.id DESC
+         LIMIT p_limit
+    LOOP
+        PERFORM pgconductor.retry(v_id);
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
 $$;
 
 -- Counts per queue: pending (due now or later), due, running, and finished by state.

@@ -23,7 +23,7 @@ SELECT * FROM pgconductor.return_executions('00000000-0000-0000-0000-00000000000
     ARRAY(SELECT id FROM c WHERE n <= 4 ORDER BY n), ARRAY[1, 1, 1, 1],
     ARRAY['completed', 'failed', 'fatal', 'released'],
     ARRAY[NULL, 'boom', 'bad payload', NULL], ARRAY['{"ok": true}', NULL, NULL, NULL]::jsonb[],
-    ARRAY[NULL, NULL, NULL, 5000]) WITH ORDINALITY AS x(id, outcome, ord);
+    ARRAY[NULL, NULL, NULL, 5000]) WITH ORDINALITY AS x(id, outcome, run_at, ord);
 SELECT results_eq($$SELECT outcome FROM r ORDER BY ord$$, ARRAY['completed', 'retry_scheduled', 'failed', 'released'],
                   'outcomes in input order');
 

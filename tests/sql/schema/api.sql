@@ -5,7 +5,7 @@
 -- PUBLIC, except the three that column defaults call; the public API is.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(22);
+SELECT plan(26);
 
 SELECT has_function('pgconductor', 'invoke', ARRAY['text', 'jsonb', 'text', 'timestamp with time zone', 'integer', 'text']);
 SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text[]', 'jsonb[]', 'text[]', 'timestamp with time zone[]', 'integer[]', 'text[]']);
@@ -17,13 +17,17 @@ SELECT has_function('pgconductor', 'heartbeat', ARRAY['uuid', 'text', 'interval'
 SELECT has_function('pgconductor', 'recover_stale', ARRAY['integer']);
 SELECT has_function('pgconductor', 'release_orchestrator', ARRAY['uuid', 'uuid[]']);
 SELECT has_function('pgconductor', 'request_shutdown', ARRAY['uuid']);
-SELECT has_function('pgconductor', 'register_task', ARRAY['text', 'text', 'integer', 'time without time zone', 'time without time zone', 'text', 'interval', 'interval', 'interval']);
+SELECT has_function('pgconductor', 'register_task', ARRAY['text', 'text', 'integer', 'time without time zone', 'time without time zone', 'text', 'interval', 'interval', 'interval', 'integer']);
 SELECT has_function('pgconductor', 'create_queue', ARRAY['text']);
 SELECT has_function('pgconductor', 'drop_queue', ARRAY['text', 'boolean']);
 SELECT has_function('pgconductor', 'cancel', ARRAY['uuid', 'text']);
 SELECT has_function('pgconductor', 'retry', ARRAY['uuid']);
 SELECT has_function('pgconductor', 'queue_stats', ARRAY[]::text[]);
 SELECT has_function('pgconductor', 'orchestrator_stats', ARRAY[]::text[]);
+SELECT has_function('pgconductor', 'declare_task', ARRAY['text', 'jsonb']);
+SELECT has_function('pgconductor', 'list_executions', ARRAY['text', 'text', 'text', 'integer', 'uuid']);
+SELECT has_function('pgconductor', 'retry_executions', ARRAY['text', 'text', 'text', 'integer']);
+SELECT has_function('pgconductor', 'task_overview', ARRAY[]::text[]);
 
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND NOT coalesce(proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp'], false)
@@ -32,7 +36,7 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE p
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND prosqlbody IS NOT NULL AND proconfig IS NULL),
           ARRAY['_max_interval', '_max_new_queues_per_call', '_max_queues', '_now', '_partition_name', '_show',
-                '_uuid7', '_valid_queue_name', '_valid_task_key'],
+                '_uuid7', '_valid_queue_name', '_valid_task_key', '_with_error'],
           'the hot helpers and the named limits have no SET clause, so the planner can inline them');
 
 CREATE ROLE pgc_test_outsider;
