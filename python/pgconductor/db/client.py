@@ -215,9 +215,17 @@ class SqlDatabaseClient(StatementRunner):
         return uuid
 
     async def get_execution(self, execution_id: UUID) -> ExecutionInfo | None:
-        """Call `pgconductor.get_execution`; None when the id is unknown."""
+        """Call `pgconductor.get_execution`; None when the id is unknown.
+
+        An extension before 0.4.0 lacks the newer columns (42703): its row leaves them unset.
+        """
         params = {"execution_id": execution_id}
-        return await self._run(CALLS["get_execution"], params, rows.execution_info)
+        try:
+            return await self._run(CALLS["get_execution"], params, rows.execution_info)
+        except PgConductorError as exc:
+            if exc.sqlstate != "42703":
+                raise
+        return await self._run(CALLS["get_execution_0_3"], params, rows.execution_info)
 
     async def list_executions(
         self,

@@ -10,7 +10,7 @@ cast every argument explicitly, so the server never has to guess a type.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
@@ -103,7 +103,17 @@ CALLS: dict[str, Call] = {
         _call("request_shutdown", "orchestrator_id uuid"),
         _call("cancel", "execution_id uuid, reason text"),
         _call("retry", "execution_id uuid"),
-        _call("get_execution", "execution_id uuid", f"{_INFO}, finished_at"),
+        _call(
+            "get_execution",
+            "execution_id uuid",
+            f"{_INFO}, finished_at, max_attempts, payload, created_at, locked_at, errors,"
+            " cancel_reason",
+        ),
+        # Before 0.4.0 the function returned only these columns.
+        replace(
+            _call("get_execution", "execution_id uuid", f"{_INFO}, finished_at"),
+            name="get_execution_0_3",
+        ),
         _call(
             "list_executions",
             "state text, task_key text, queue text, limit integer, before uuid",

@@ -8,6 +8,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+import psycopg
+import pytest
+from psycopg import errors as pg_errors
+from psycopg.pq import DiagnosticField
+
+from pgconductor.errors import PgConductorError
 from pgconductor.types import ExecutionInfo, ExecutionSummary, TaskOverview
 
 from .db_stubs import client_with
@@ -72,4 +78,34 @@ async def test_get_execution_reads_the_extended_row() -> None:
     assert info == ExecutionInfo(*base)
     assert info is not None
     assert (info.max_attempts, info.errors, info.cancel_reason) == (None, [], None)
+    await client.close()
+
+
+def _undefined_column() -> psycopg.Error:
+    info = {
+        DiagnosticField.SQLSTATE: b"42703",
+        DiagnosticField.MESSAGE_PRIMARY: b'column "max_attempts" does not exist',
+    }
+    return pg_errors.UndefinedColumn("no such column", info=info)  # type: ignore[arg-type]
+
+
+async def test_get_execution_on_an_extension_before_0_4_reads_the_old_columns() -> None:
+    eid = uuid.UUID(int=1)
+    base = (eid, "t", "q", "failed", 2, 0, AT, None, "E2", None, AT)
+    client, engine = client_with(_undefined_column(), [base])
+    assert await client.get_execution(eid) == ExecutionInfo(*base)
+    first, second = (sql for sql, _ in engine.executed)
+    assert "cancel_reason" in first
+    assert "cancel_reason" not in second
+    assert "FROM pgconductor.get_execution(" in second
+    await client.close()
+
+
+async def test_get_execution_raises_other_errors() -> None:
+    info = {DiagnosticField.SQLSTATE: b"42501", DiagnosticField.MESSAGE_PRIMARY: b"denied"}
+    denied = pg_errors.InsufficientPrivilege("denied", info=info)  # type: ignore[arg-type]
+    client, engine = client_with(denied)
+    with pytest.raises(PgConductorError, match="denied"):
+        await client.get_execution(uuid.UUID(int=1))
+    assert len(engine.executed) == 1
     await client.close()
