@@ -6,7 +6,10 @@ It holds one dedicated psycopg `AsyncConnection` (autocommit) listening on
 queue or id. When the connection drops it reconnects with backoff, and meanwhile wakes every
 subscriber each `poll_interval`, so polling covers the gap (and once more after reconnecting,
 for what was missed). With `use_listen=False` (transaction-mode poolers) it never connects
-and the subscribers' own jittered polling does all the work.
+and the subscribers' own jittered polling does all the work. The orchestrator passes no
+conninfo when its database URL is a transaction-mode pooler's and no direct `listen_url` was
+given: a pooler hands each transaction to any server session, so a LISTEN there would
+hear nothing.
 
 Besides `db.py` this is the only module that sends SQL, and only `LISTEN <channel>`; while
 idle it re-sends a LISTEN every `keepalive` seconds to find out whether the connection died.
@@ -139,7 +142,11 @@ class Notifier(Service):
         if self.use_listen:
             self.spawn(self._listen_loop(), "listen")
         else:
-            self.log.info("notifier: LISTEN disabled; workers rely on polling")
+            self.log.info(
+                "notifier: no LISTEN connection (%s); workers poll every %gs",
+                "no direct URL to LISTEN on" if self.conninfo is None else "turned off",
+                self.poll_interval,
+            )
 
     async def _on_stop(self) -> None:
         self._connected.clear()

@@ -260,9 +260,7 @@ def start(
             from pgconductor.db import SqlDatabaseClient
 
             conductor.client = SqlDatabaseClient(database_url)
-        orchestrator = Orchestrator(
-            conductor, use_listen=listen, listen_url=listen_url, **settings
-        )
+        orchestrator = Orchestrator(conductor, use_listen=listen, listen_url=listen_url, **settings)
     except (UsageError, ValueError) as exc:
         fail(str(exc), code=2)
     try:

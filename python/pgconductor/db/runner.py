@@ -22,6 +22,13 @@ in doubt (cancelled mid-statement) is closed alone.
 A call given the caller's connection runs there, inside a savepoint when the caller has a
 transaction open, and is never retried: the caller owns the transaction. Retries: see
 `pgconductor.retry`.
+
+Behind a pooler in transaction mode (PgBouncer, `pool_mode = transaction`) consecutive
+transactions of one client connection may run on different server sessions, so a statement
+prepared in one is missing (or already there) in the next. The URL says so with the query
+parameter `pooler=transaction`, which is taken out before connecting: the runner then never
+prepares a statement (psycopg sends every one unnamed) and `behind_pooler` tells the
+orchestrator not to LISTEN over this URL.
 """
 
 from __future__ import annotations
@@ -43,14 +50,33 @@ from sqlalchemy.util import greenlet_spawn
 from pgconductor.db.rows import Fetch
 from pgconductor.db.statements import SCHEMA_LOCK, SCHEMA_LOCK_KEY, Call
 from pgconductor.encoding import to_sqlalchemy_url
-from pgconductor.errors import from_db_error
+from pgconductor.errors import InvalidInput, from_db_error
 from pgconductor.retry import DB_ERRORS, RetryPolicy, retry_async, retry_sync
 
-__all__ = ["StatementRunner"]
+__all__ = ["POOLER_PARAMETER", "StatementRunner", "split_pooler"]
 
 T = TypeVar("T")
 #: How a pooled connection is given back after a failure.
 _KEEP, _DROP_ONE, _DROP_ALL = "keep", "drop one", "drop all"
+
+
+#: The URL query parameter naming the pooler mode between this client and the server.
+POOLER_PARAMETER = "pooler"
+
+
+def split_pooler(url: URL) -> tuple[URL, bool]:
+    """`url` without `?pooler=transaction`, and whether it had it (other values are refused)."""
+    mode = url.query.get(POOLER_PARAMETER)
+    if mode is None:
+        return url, False
+    if mode != "transaction":
+        raise InvalidInput(
+            f"unknown pooler mode {mode!r} in the database URL",
+            sqlstate="22023",
+            hint="write ?pooler=transaction for a pooler in transaction mode (PgBouncer); "
+            "a pooler in session mode needs no parameter",
+        )
+    return url.difference_update_query([POOLER_PARAMETER]), True
 
 
 def _uses_psycopg(engine: AsyncEngine | Engine) -> bool:
@@ -92,7 +118,8 @@ class StatementRunner:
 
     `prepare=False` never prepares statements (for transaction-mode poolers such as
     PgBouncer before 1.21, which cannot keep them); on an engine this client creates it
-    also turns off psycopg's automatic preparation of repeated statements.
+    also turns off psycopg's automatic preparation of repeated statements. A URL with
+    `?pooler=transaction` implies it; either way `behind_pooler` is then True.
     """
 
     def __init__(
@@ -108,13 +135,13 @@ class StatementRunner:
     ) -> None:
         self.retry_policy = retry or RetryPolicy()
         self.abort = abort
-        self.prepare = prepare
         if isinstance(url_or_engine, AsyncEngine):
             self.engine, self._owns_engine = url_or_engine, False
         else:
             options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
             options.update(engine_options or {})
-            url = to_sqlalchemy_url(url_or_engine)
+            url, pooled = split_pooler(to_sqlalchemy_url(url_or_engine))
+            prepare = prepare and not pooled
             if not prepare and url.drivername.startswith("postgresql+psycopg"):
                 options["connect_args"] = {
                     "prepare_threshold": None,
@@ -122,6 +149,10 @@ class StatementRunner:
                 }
             self.engine = create_async_engine(url, **options)
             self._owns_engine = True
+        self.prepare = prepare
+        #: True when a transaction-mode pooler stands between this client and the server:
+        #: no statement is prepared, and LISTEN needs a direct URL (the notifier's).
+        self.behind_pooler = not prepare
         self._kept = _Kept()
         self._sync_engine: Engine | None = None
         self._autocommit_of: tuple[AsyncEngine, AsyncEngine] | None = None

@@ -18,7 +18,8 @@ they reconnect and retry for up to LEDGER_DEADLINE seconds and are idempotent
 for it and then returns normally, so "side effect recorded" and "completion reported" agree.
 
 Environment: DATABASE_URL (the test database), E2E_TOWER (the tower's name),
-E2E_WINDOW ("HH:MM-HH:MM", UTC: the window of task `windowed`).
+E2E_WINDOW ("HH:MM-HH:MM", UTC: the window of task `windowed`), E2E_LEDGER_URL (where the
+ledger is written, when DATABASE_URL is a pooler's: default DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ conductor = Conductor()
 
 
 def _database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
+    url = os.environ.get("E2E_LEDGER_URL") or os.environ.get("DATABASE_URL")
     if not url:
         raise RuntimeError("DATABASE_URL is not set")
     return url

@@ -188,11 +188,12 @@ db_restart() {
   e2e_log "database restarted (immediate)"
 }
 
-# e2e_on_exit: the EXIT trap of a scenario: stop the chaos monkey, stop leftover towers.
+# e2e_on_exit: the EXIT trap of a scenario: stop the chaos monkey, leftover towers, pgbouncer.
 e2e_on_exit() {
   local rc=$?
   if declare -F chaos_stop >/dev/null; then chaos_stop; fi
   if declare -F stop_all_towers >/dev/null; then stop_all_towers; fi
+  if declare -F pgbouncer_stop >/dev/null; then pgbouncer_stop; fi
   exit "$rc"
 }
 
