@@ -18,7 +18,7 @@ from pgconductor.protocol import SchemaClient
 __all__ = ["PACKAGE_VERSION", "SUPPORTED_EXTENSION_VERSIONS", "SchemaManager"]
 
 #: Extension versions this Python package can drive.
-SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.4.0")
+SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0")
 #: This package's own version, quoted in mismatch messages.
 PACKAGE_VERSION = "0.2.0"
 

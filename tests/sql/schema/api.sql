@@ -2,7 +2,7 @@
 -- Cases: every documented function exists with its signature; every function pins its
 -- search_path or has a SQL-standard body (names bound at CREATE, so inlinable); the hot
 -- helpers and named limits are such bodies; internal helpers ("_" prefix) are not executable by
--- PUBLIC, except the three that column defaults call; the public API is.
+-- PUBLIC, except the three that column defaults call; neither is the public API (it takes a role).
 \i tests/sql/setup.sql
 BEGIN;
 SELECT plan(26);
@@ -45,8 +45,8 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
               AND has_function_privilege('pgc_test_outsider', oid, 'EXECUTE')),
           ARRAY['_now', '_test_clock', '_uuid7'],
           'PUBLIC may execute only the internal helpers that column defaults need (_test_clock through _now)');
-SELECT ok(has_function_privilege('pgc_test_outsider', 'pgconductor.invoke(text, jsonb, text, timestamptz, integer, text)', 'EXECUTE'),
-          'PUBLIC may execute the public API');
+SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor.invoke(text, jsonb, text, timestamptz, integer, text)', 'EXECUTE'),
+          'nor the public API: that takes one of the group roles (schema/privileges.sql)');
 SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor._finish(uuid, text, text, text)', 'EXECUTE'),
           'but not the internals (here: _finish)');
 
