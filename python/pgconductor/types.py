@@ -73,6 +73,8 @@ class ReturnOutcome:
 
     id: UUID
     outcome: str
+    #: The next run for retry_scheduled / released / rescheduled (extension 0.4.0 on).
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

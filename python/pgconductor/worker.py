@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -398,7 +399,11 @@ class Worker(Service):
         status, kind = result.status, outcome.outcome
         if kind == "retry_scheduled":
             self.log.warning(
-                "%s: %s failed, retry scheduled: %s", what, attempt, error_summary(result.error)
+                "%s: %s failed, retry scheduled%s: %s",
+                what,
+                attempt,
+                _at(outcome.run_at),
+                error_summary(result.error),
             )
         elif kind == "failed" and status is ResultStatus.RETRY_AFTER:
             self.log.error(
@@ -412,9 +417,10 @@ class Worker(Service):
             self.log.error("%s: %s failed for good (%s):\n%s", what, attempt, cause, result.error)
         elif kind == "rescheduled":
             self.log.info(
-                "%s: rescheduled in %gs, %s not counted: %s",
+                "%s: rescheduled in %gs%s, %s not counted: %s",
                 what,
                 (result.delay_ms or 0) / 1000,
+                _at(outcome.run_at),
                 attempt,
                 result.error or "no reason given",
             )
@@ -429,3 +435,8 @@ class Worker(Service):
             )
         else:  # released: given back at a stop
             self.log.debug("%s: %s %s", what, attempt, kind)
+
+
+def _at(run_at: datetime | None) -> str:
+    """The next run for a log line (" for <UTC time>"), or "" when SQL did not say it."""
+    return "" if run_at is None else f" for {run_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"

@@ -220,8 +220,8 @@ def first_column(rows: RowList) -> list[Any]:
 
 
 def outcomes(rows: RowList) -> list[ReturnOutcome]:
-    """`(id, outcome)` rows."""
-    return [ReturnOutcome(row[0], row[1]) for row in rows]
+    """`(id, outcome)` rows, or `(id, outcome, run_at)` ones (`return_executions` of 0.4.0)."""
+    return [ReturnOutcome(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]
 
 
 def signals(rows: RowList) -> list[Signal]:

@@ -17,7 +17,15 @@ from sqlalchemy.sql.elements import TextClause
 
 from pgconductor.errors import InvalidInput
 
-__all__ = ["CALLS", "SCHEMA_LOCK", "SCHEMA_LOCK_KEY", "Call", "alter_extension", "create_extension"]
+__all__ = [
+    "CALLS",
+    "SCHEMA_LOCK",
+    "SCHEMA_LOCK_KEY",
+    "Call",
+    "alter_extension",
+    "create_extension",
+    "drop_extension",
+]
 
 #: Key of the advisory lock that serialises concurrent installs and upgrades.
 SCHEMA_LOCK_KEY = 0x7067636F6E64  # "pgcond"
@@ -91,7 +99,7 @@ CALLS: dict[str, Call] = {
             "orchestrator_id uuid, ids uuid[],"
             " leases integer[], statuses text[], errors text[],"
             " results jsonb[], delays_ms integer[]",
-            "id, outcome",
+            "*",  # (id, outcome), and run_at from 0.4.0 on
         ),
         _call(
             "heartbeat",
@@ -177,3 +185,8 @@ def alter_extension(to: str | None) -> TextClause:
     if to is not None:
         sql += f" TO '{_checked_version(to)}'"
     return text(sql)
+
+
+def drop_extension() -> TextClause:
+    """`DROP EXTENSION IF EXISTS pgconductor` (its schema and every execution go with it)."""
+    return text("DROP EXTENSION IF EXISTS pgconductor")

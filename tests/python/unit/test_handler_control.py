@@ -9,7 +9,7 @@ import pickle
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -328,6 +328,35 @@ async def test_the_worker_logs_fatal_retry_after_and_cancel(
         " nothing was applied",
     )
     assert line(5) == (logging.DEBUG, f"steer {rows[5].id}: attempt 2/3 released")
+
+
+async def test_the_next_run_is_in_the_line_when_sql_says_it(
+    fake: FakeDatabaseClient, conductor: Conductor, caplog: pytest.LogCaptureFixture
+) -> None:
+    @conductor.task("flaky")
+    async def flaky(ctx: TaskContext, payload: Any) -> None:
+        if payload["later"]:
+            raise RetryAfter(60, "busy")
+        raise KeyError("missing")
+
+    rows = [claimed("flaky", {"later": False}), claimed("flaky", {"later": True})]
+    when = datetime(2030, 1, 1, 13, 0, 5, tzinfo=timezone(timedelta(hours=1)))
+    outcome = {False: "retry_scheduled", True: "rescheduled"}
+    fake.responses["get_executions"] = Backlog(rows)
+    fake.responses["return_executions"] = lambda oid, results: [
+        ReturnOutcome(r.id, outcome[r.status is ResultStatus.RETRY_AFTER], when) for r in results
+    ]
+    worker = Worker(fake, "default", conductor.tasks, uuid.uuid4(), poll_interval=0.01)
+    with caplog.at_level(logging.INFO, logger="pgconductor.worker"):
+        await worker.drain()
+    assert (
+        f"flaky {rows[0].id}: attempt 1/3 failed, retry scheduled for 2030-01-01 12:00:05 UTC:"
+        " KeyError: 'missing'"
+    ) in caplog.messages
+    assert (
+        f"flaky {rows[1].id}: rescheduled in 60s for 2030-01-01 12:00:05 UTC,"
+        " attempt 1/3 not counted: busy"
+    ) in caplog.messages
 
 
 async def test_completed_results_log_nothing(
