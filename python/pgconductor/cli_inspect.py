@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import shutil
+import sys
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -66,6 +68,14 @@ def _time(value: dt.datetime | None) -> str:
     return "-" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _stamp(value: Any) -> str:
+    """An error entry's `at` (JSON text) as `_time` shows timestamps; as it is if unreadable."""
+    try:
+        return _time(dt.datetime.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
@@ -104,7 +114,7 @@ def format_execution(info: ExecutionInfo) -> list[str]:
         at = entry.get("at")
         head = f"    attempt {entry.get('attempt')}"
         if at:
-            head += f" at {at}"
+            head += f" at {_stamp(at)}"
         lines.append(f"{head}: {entry.get('outcome')}")
         lines += [f"      {line}" for line in str(entry.get("error") or "").splitlines()]
     return lines
@@ -169,28 +179,38 @@ def list_executions(
         typer.echo(f"next page: --before {page[-1].id}", err=True)
 
 
-def _print_page(page: list[ExecutionSummary]) -> None:
-    """One table row per execution; the last error's first line, shortened."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for name in ("id", "task", "queue", "state", "attempts", "created", "last error"):
-        table.add_column(name, no_wrap=name != "last error", overflow="ellipsis")
-    for row in page:
-        first = (row.last_error or "").strip().splitlines()[:1]
-        table.add_row(
+def page_lines(page: list[ExecutionSummary], width: int) -> list[str]:
+    """`list`'s table as text: aligned columns, the last error's first line cut to `width`."""
+    header = ("id", "task", "queue", "state", "attempts", "created (UTC)", "last error")
+    rows = [
+        (
             str(row.id),
             row.task_key,
             row.queue,
             row.state,
             f"{row.attempts}/{row.max_attempts}",
-            row.created_at.astimezone(dt.UTC).strftime("%m-%d %H:%M:%S"),
-            one_line(first[0], 80) if first else "",
+            row.created_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            one_line((row.last_error or "").strip().split("\n")[0]),
         )
+        for row in page
+    ]
+    widths = [max(len(r[n]) for r in [header, *rows]) for n in range(len(header) - 1)]
+    lines = []
+    for r in [header, *rows]:
+        line = "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False))
+        room = max(width - len(line) - 2, 20)
+        error = r[-1] if len(r[-1]) <= room else r[-1][: room - 1] + "…"
+        lines.append(f"{line}  {error}".rstrip())
+    return lines
+
+
+def _print_page(page: list[ExecutionSummary]) -> None:
+    """Print a page; on a terminal the error is cut to its width, else to 300 characters."""
     if not page:
-        table.caption = "no executions"
-    Console(highlight=False).print(table)
+        typer.echo("no executions")
+        return
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000
+    typer.echo("\n".join(page_lines(page, width)))
 
 
 def retry(

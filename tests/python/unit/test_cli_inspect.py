@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from fakes import FakeDatabaseClient
 from pgconductor import cli, cli_common
-from pgconductor.cli_inspect import format_execution
+from pgconductor.cli_inspect import format_execution, page_lines
 from pgconductor.errors import InvalidInput
 from pgconductor.types import ExecutionInfo, ExecutionSummary
 
@@ -56,7 +57,7 @@ def failed_execution() -> ExecutionInfo:
                 "outcome": "retry_scheduled",
                 "error": "E1",
             },
-            {"attempt": 2, "at": "2026-12-04T15:30:04Z", "outcome": "failed", "error": "E2\nline"},
+            {"attempt": 2, "at": "sometime", "outcome": "failed", "error": "E2\nline"},
         ],
         cancel_reason=None,
     )
@@ -74,9 +75,9 @@ def test_show_prints_every_attempts_error(fake: FakeDatabaseClient) -> None:
     assert "  created    2026-12-04 15:30:01 UTC" in lines
     at = lines.index("  errors:")
     assert lines[at + 1 :] == [
-        "    attempt 1 at 2026-12-04T15:30:02Z: retry_scheduled",
+        "    attempt 1 at 2026-12-04 15:30:02 UTC: retry_scheduled",
         "      E1",
-        "    attempt 2 at 2026-12-04T15:30:04Z: failed",
+        "    attempt 2 at sometime: failed",
         "      E2",
         "      line",
     ]
@@ -216,3 +217,17 @@ def test_retry_usage_errors_are_one_line(
     assert line.startswith("error: ")
     assert message in line
     assert fake.calls == []
+
+
+def test_page_lines_align_and_cut_the_error_to_the_width() -> None:
+    lines = page_lines([summary(1), summary(22)], 140)
+    assert lines[0].split() == ["id", "task", "queue", "state", "attempts", "created", "(UTC)",
+                                "last", "error"]  # fmt: skip
+    assert all(len(line) <= 140 for line in lines)
+    assert lines[1].index("send-email") == lines[0].index("task")
+    assert lines[1].endswith("ValueError: boom")
+    wordy = dataclasses.replace(summary(1), last_error="RuntimeError: " + "x" * 200)
+    narrow = page_lines([wordy], 140)
+    assert narrow[1].endswith("…")
+    assert len(narrow[1]) == 140
+    assert len(page_lines([wordy], 10)[1].split("  ")[-1]) == 20  # at least 20 characters
