@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgconductor import __version__, cli_inspect
+from pgconductor import cli_inspect
 from pgconductor.cli_common import (
     AppOption,
     Connection,
@@ -68,6 +68,8 @@ app.add_typer(worker_app, name="worker")
 
 def _show_version(value: bool) -> None:
     if value:
+        from pgconductor import __version__
+
         typer.echo(f"pgconductor {__version__}")
         raise typer.Exit()
 

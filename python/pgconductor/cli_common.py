@@ -7,7 +7,6 @@ SQLAlchemy, psycopg, rich and the user's app are imported when a command runs, s
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import math
@@ -267,6 +266,8 @@ def run_command(
     body: Callable[[Connection], Awaitable[T]],
 ) -> T:
     """Run `body` in a fresh event loop; turn every expected error into one line, exit 1."""
+    import asyncio
+
     from sqlalchemy import exc as sa_exc
 
     from pgconductor.errors import PgConductorError
