@@ -164,13 +164,24 @@ BEGIN
 END
 $$;
 
--- The installed version of the extension (what clients check against what they support).
+-- The installed version: the extension's, or, when the scripts were run as plain SQL (managed
+-- Postgres without the extension's files: `pgconductor schema install --sql-only`), the newest
+-- version recorded in pgconductor.sql_install by that installer. Locks nothing; NULL when
+-- neither says.
 CREATE FUNCTION pgconductor.version()
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgconductor'
+DECLARE
+    v_version text;
+BEGIN
+    SELECT e.extversion INTO v_version FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pgconductor';
+    IF v_version IS NULL AND to_regclass('pgconductor.sql_install') IS NOT NULL THEN
+        EXECUTE 'SELECT s.version FROM pgconductor.sql_install AS s ORDER BY s.applied_at DESC LIMIT 1' INTO v_version;
+    END IF;
+    RETURN v_version;
+END
 $$;
 
 -- Orchestrators and what they hold: state live | expired | stopped, the running executions

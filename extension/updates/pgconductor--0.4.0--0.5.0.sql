@@ -4,9 +4,33 @@
 --   granted to pgconductor_admin (queues, task settings, retries, retention).
 -- * Every public function runs as SECURITY DEFINER with its pinned search_path, and is
 --   executable by its role only (no longer by PUBLIC); members need no table privilege.
+-- * version() also reads pgconductor.sql_install, the record `schema install --sql-only`
+--   keeps when the scripts run as plain SQL (managed Postgres without extension files).
 -- * _apply_privileges() does all of it; the install script and every later update script run
 --   it, so a new or replaced function gets its grants (CREATE OR REPLACE resets SECURITY DEFINER).
 \echo Use "ALTER EXTENSION pgconductor UPDATE TO '0.5.0'" to load this file. \quit
+
+-- version() falls back to the record of an install made with plain SQL (no extension files).
+DROP FUNCTION pgconductor.version();
+-- The installed version: the extension's, or, when the scripts were run as plain SQL (managed
+-- Postgres without the extension's files: `pgconductor schema install --sql-only`), the newest
+-- version recorded in pgconductor.sql_install by that installer. Locks nothing; NULL when
+-- neither says.
+CREATE FUNCTION pgconductor.version()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_version text;
+BEGIN
+    SELECT e.extversion INTO v_version FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pgconductor';
+    IF v_version IS NULL AND to_regclass('pgconductor.sql_install') IS NOT NULL THEN
+        EXECUTE 'SELECT s.version FROM pgconductor.sql_install AS s ORDER BY s.applied_at DESC LIMIT 1' INTO v_version;
+    END IF;
+    RETURN v_version;
+END
+$$;
 
 -- The role each public function is granted to, one row per function name (every overload).
 -- _apply_privileges() refuses a public function missing here, so none is forgotten.
