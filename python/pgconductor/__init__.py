@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,7 +45,11 @@ if TYPE_CHECKING:
     )
     from pgconductor.worker import Worker
 
-__version__ = "0.2.0"
+try:
+    #: The installed distribution's version: python/pyproject.toml is its only source.
+    __version__ = metadata.version("pgconductor")
+except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 logging.getLogger("pgconductor").addHandler(logging.NullHandler())
 

@@ -1,7 +1,8 @@
 """`SchemaManager`: which extension version is installed, and install / upgrade / check it.
 
-Install and upgrade take a Postgres advisory lock (in `db.py`), so orchestrators that
-migrate at the same moment do not collide.
+Install and upgrade take a transaction-scoped Postgres advisory lock (in `db/runner.py`), so
+orchestrators that migrate at the same moment do not collide (behind a transaction-mode
+pooler too). `pgconductor.alembic` runs the same operations from alembic migrations.
 """
 
 from __future__ import annotations
@@ -11,21 +12,33 @@ import re
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pgconductor import __version__
 from pgconductor.db import SqlDatabaseClient
-from pgconductor.errors import ExtensionMissing, VersionMismatch
+from pgconductor.errors import ExtensionMissing, InvalidState, VersionMismatch
 from pgconductor.protocol import SchemaClient
 
-__all__ = ["PACKAGE_VERSION", "SUPPORTED_EXTENSION_VERSIONS", "SchemaManager"]
+__all__ = ["PACKAGE_VERSION", "SUPPORTED_EXTENSION_VERSIONS", "SchemaManager", "refuse_downgrade"]
 
 #: Extension versions this Python package can drive.
 SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0")
-#: This package's own version, quoted in mismatch messages.
-PACKAGE_VERSION = "0.2.0"
+#: This package's own version (the installed distribution's), quoted in mismatch messages.
+PACKAGE_VERSION = __version__
 
 
 def _version_key(version: str) -> tuple[int, ...]:
     """`"0.10.2"` → `(0, 10, 2)`; non-numeric parts count as 0."""
     return tuple(int(part) if part.isdigit() else 0 for part in re.split(r"[.-]", version))
+
+
+def refuse_downgrade(installed: str, target: str) -> None:
+    """Raise `InvalidState` when `target` is older than `installed`: updates only go forward."""
+    if _version_key(target) < _version_key(installed):
+        raise InvalidState(
+            f"pgconductor {installed} is installed and cannot be downgraded to {target}",
+            sqlstate="55000",
+            hint=f"extension updates only go forward: keep {installed} (a newer package "
+            "drives it), or restore a backup taken before the upgrade",
+        )
 
 
 class SchemaManager:
@@ -53,10 +66,15 @@ class SchemaManager:
         return await self.client.install_extension(version)
 
     async def upgrade(self, to: str | None = None) -> str | None:
-        """`ALTER EXTENSION pgconductor UPDATE TO` `to` (default: the newest supported)."""
-        if await self.installed() is None:
+        """`ALTER EXTENSION pgconductor UPDATE TO` `to` (default: the newest supported).
+
+        A `to` older than the installed version is refused (`refuse_downgrade`).
+        """
+        installed = await self.installed()
+        if installed is None:
             raise self._missing()
         target = to or max(self.supported, key=_version_key)
+        refuse_downgrade(installed, target)
         return await self.client.upgrade_extension(target)
 
     async def check(self) -> str:
