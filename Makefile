@@ -114,7 +114,7 @@ test-e2e: deps install ## tower-defense e2e scenarios (tests/e2e) on their own p
 soak: deps install ## long e2e soak, not in CI: 100k executions over 5 min under --chaos
 	@env -u DATABASE_URL E2E_SCENARIO_TIMEOUT=1800 tests/e2e/run-scenario.sh tests/e2e/soak.sh --sdk=py --chaos
 
-# The fuzz layer runs bounded (40 examples per function, derandomized) inside test-python;
+# The fuzz layer runs bounded (25 examples per function, derandomized) inside test-python;
 # this is the long run: more examples and a random seed (PGCONDUCTOR_FUZZ_SEED replays one),
 # then the call and outcome counts. PGCONDUCTOR_FUZZ_REPORT=FILE writes the findings as Markdown.
 fuzz: $(DB_PREREQS) ## long fuzz of every public SQL function, not in CI (PGCONDUCTOR_FUZZ_EXAMPLES, default 400)

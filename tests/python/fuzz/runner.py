@@ -20,19 +20,22 @@ import psycopg
 
 from fuzz.catalog import Routine
 from fuzz.errors import RETENTION, ServerError, violations
+from fuzz.invariants import Invariants
 from fuzz.strategies import ODD_SETTINGS
 
-_TABLES_SQL = """
-SELECT c.oid::regclass::text FROM pg_class AS c
- WHERE c.relnamespace = 'pgconductor'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY 1
-"""
-_IDS_SQL = """
-SELECT id::text FROM pgconductor.executions
- UNION SELECT id::text FROM pgconductor.finished_executions
-"""
-_SETTINGS_SQL = """
-SELECT coalesce(string_agg(name || '=' || setting, ',' ORDER BY name), '')
-  FROM pg_settings WHERE name LIKE 'pgconductor.%'
+# One round trip: an md5 of each table's rows in schema pgconductor (partitions included, as
+# they come and go), the session's pgconductor.* settings, and every execution id.
+_FINGERPRINT_SQL = r"""
+SELECT (SELECT coalesce(string_agg(c.oid::regclass::text || ':' || md5(query_to_xml(format(
+            'SELECT md5(coalesce(string_agg(x::text, E''\n'' ORDER BY x::text), '''')) AS h'
+            ' FROM %s AS x', c.oid::regclass), false, false, '')::text),
+          ',' ORDER BY c.oid::regclass::text), '')
+          FROM pg_class AS c
+         WHERE c.relnamespace = 'pgconductor'::regnamespace AND c.relkind IN ('r', 'p')),
+       (SELECT coalesce(string_agg(name || '=' || setting, ',' ORDER BY name), '')
+          FROM pg_settings WHERE name LIKE 'pgconductor.%'),
+       array(SELECT id::text FROM pgconductor.executions
+             UNION SELECT id::text FROM pgconductor.finished_executions)
 """
 
 
@@ -108,6 +111,8 @@ class Runner:
         self.url = url
         self.tally = Tally()
         self.conn = self._connect()
+        self.invariants = Invariants(self.conn)
+        self._broken_before: set[tuple[str, str]] = set()
 
     def _connect(self) -> psycopg.Connection[Any]:
         # A statement that runs away, or waits on a lock, is a finding (57014), not a hang.
@@ -119,20 +124,20 @@ class Runner:
         """Close the connection."""
         self.conn.close()
 
-    def fingerprint(self) -> tuple[tuple[str, str], ...]:
-        """md5 of every table's rows (in row order) in schema pgconductor, and its settings."""
-        tables = [r[0] for r in self.conn.execute(_TABLES_SQL).fetchall()]
-        parts = [
-            f"SELECT {t!r}, md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), ''))"
-            f" FROM {t} AS x"
-            for t in tables
-        ]
-        parts.append(f"SELECT 'settings', ({_SETTINGS_SQL})")
-        rows = self.conn.execute(" UNION ALL ".join(parts)).fetchall()
-        return tuple((str(a), str(b)) for a, b in rows)
+    def _last(self, statements: str) -> tuple[Any, ...]:
+        """Run `statements` (one round trip) and return the first row of the last result."""
+        cur = self.conn.execute(statements)
+        while cur.nextset():
+            pass
+        row = cur.fetchone()
+        assert row is not None
+        return row
 
-    def _execution_ids(self) -> set[str]:
-        return {r[0] for r in self.conn.execute(_IDS_SQL).fetchall()}
+    def fingerprint(self, first: str) -> tuple[tuple[str, str], set[str]]:
+        """Run the statements `first`, then (in the same round trip) take the md5 of every
+        table and of the pgconductor.* settings, and every execution id."""
+        tables, settings, ids = self._last(f"{first}; {_FINGERPRINT_SQL}")
+        return (tables, settings), set(ids)
 
     def alive(self) -> bool:
         """True when the server still answers on a new connection."""
@@ -146,6 +151,7 @@ class Runner:
     def run(self, calls: list[Call]) -> None:
         """Run one example: the calls in one transaction, rolled back at the end."""
         done = _Prefix()  # the statements that succeeded: the reproduction's prefix
+        self._broken_before = set()  # each broken invariant is blamed on the call that broke it
         self.conn.execute("BEGIN")
         try:
             for call in calls:
@@ -158,51 +164,51 @@ class Runner:
     def _one(self, call: Call, done: _Prefix) -> bool:
         """Run one call and check it; False when the connection is gone."""
         tally = self.tally
-        settings = _settings_sql(call.settings)
-        self.conn.execute(settings)
-        before = self.fingerprint()
-        ids = self._execution_ids()
+        before, ids = self.fingerprint(first=_settings_sql(call.settings))
         statement = call.sql()
         tally.calls += 1
         tally.calls_by_routine[call.routine.signature] += 1
-        self.conn.execute("SAVEPOINT fuzz_call")
+        repro = done.repro(call.settings, statement)
         try:
             # The rows are not loaded into Python: the server has produced them all, and
             # values such as time '24:00' or year 294000 have no Python equivalent.
-            self.conn.execute(statement)
+            self.conn.execute(f"SAVEPOINT fuzz_call; {statement}")
         except psycopg.OperationalError as exc:
-            repro = done.repro(call.settings, statement)
             tally.errors[exc.sqlstate or "connection lost"] += 1
             if self.conn.closed or not self.alive():
                 tally.add_finding(call, f"server crash or connection lost: {exc}", None, repro)
                 self.conn = self._connect()
+                self.invariants = Invariants(self.conn)
                 return False
             self._check_error(call, exc, before, repro)
         except psycopg.Error as exc:
-            repro = done.repro(call.settings, statement)
             tally.errors[exc.sqlstate or "?"] += 1
             self._check_error(call, exc, before, repro)
         else:
             tally.passes += 1
-            self.conn.execute("RELEASE SAVEPOINT fuzz_call")
-            if call.routine.name not in RETENTION:
-                lost = ids - self._execution_ids()
-                if lost:
-                    gone = ServerError("", f"gone: {', '.join(sorted(lost))}", None, None)
-                    repro = done.repro(call.settings, statement)
-                    tally.add_finding(call, "executions vanished", gone, repro)
+            broken, ids_after = self.invariants.check()
+            for what, rows in broken.items():
+                new = [r for r in rows if (what, r) not in self._broken_before]
+                self._broken_before.update((what, r) for r in rows)
+                if new:
+                    found = ServerError("", f"{what}: {', '.join(new)}", None, None)
+                    tally.add_finding(call, what, found, repro)
+            lost = ids - ids_after
+            if lost and call.routine.name not in RETENTION:
+                gone = ServerError("", f"gone: {', '.join(sorted(lost))}", None, None)
+                tally.add_finding(call, "executions vanished", gone, repro)
             done.add(call.settings, statement)
         return True
 
     def _check_error(self, call: Call, exc: psycopg.Error, before: Any, repro: str) -> None:
-        self.conn.execute("ROLLBACK TO SAVEPOINT fuzz_call")
+        after, _ids = self.fingerprint(first="ROLLBACK TO SAVEPOINT fuzz_call")
         self._assert_arguments_cast(call)
         diag = exc.diag
         error = ServerError(
             exc.sqlstate or "", diag.message_primary or "", diag.message_detail, diag.message_hint
         )
         problems = violations(error)
-        if self.fingerprint() != before:
+        if after != before:
             problems.insert(0, "a table changed although the call failed")
         if problems:
             self.tally.add_finding(call, "; ".join(problems), error, repro)
@@ -211,15 +217,12 @@ class Runner:
         """A generated argument that does not even cast is a bug of the fuzzer, not a finding."""
         if not call.args:
             return
-        self.conn.execute("SAVEPOINT fuzz_cast")
         try:
-            self.conn.execute("SELECT " + ", ".join(call.args.values()))
+            self.conn.execute("SAVEPOINT fuzz_cast; SELECT " + ", ".join(call.args.values()))
         except psycopg.Error as exc:
             raise AssertionError(
                 f"fuzzer bug: arguments of {call.sql()} do not cast: {exc}"
             ) from exc
-        finally:
-            self.conn.execute("ROLLBACK TO SAVEPOINT fuzz_cast")
 
 
 class _Prefix:

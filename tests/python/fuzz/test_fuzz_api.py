@@ -3,10 +3,12 @@
 The functions come from the catalog (so a new one is fuzzed without a change here); each is
 called with hypothesis-generated arguments, sometimes after one or two other calls in the
 same transaction and under odd session settings. Every call must leave the server up; every
-error must carry a documented SQLSTATE, a one-line message and a hint, and change no table.
-All findings are collected (not just the first) and reported together, most serious first.
+error must carry a documented SQLSTATE, a one-line message and a hint, and change no table;
+every call that succeeds must keep the documented invariants (invariants.py) and lose no
+execution. All findings are collected (not just the first) and reported together, most
+serious first; PGCONDUCTOR_FUZZ_EXTENSION_VERSION=0.2.0 fuzzes an older installed release.
 
-Bounded in `make test`: PGCONDUCTOR_FUZZ_EXAMPLES examples per function (default 12), and
+Bounded in `make test`: PGCONDUCTOR_FUZZ_EXAMPLES examples per function (default 25), and
 `derandomize`: hypothesis then draws the same examples on every run, so CI never turns red
 for an input it had not tried before; a new finding shows up in `make fuzz` first, which sets
 more examples and a random seed (printed with the summary; PGCONDUCTOR_FUZZ_SEED replays it).
@@ -29,7 +31,7 @@ from fuzz.runner import Call, Runner
 from fuzz.seed import Pools
 from fuzz.strategies import Strategies
 
-EXAMPLES = int(os.environ.get("PGCONDUCTOR_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("PGCONDUCTOR_FUZZ_EXAMPLES", "25"))
 SEED = os.environ.get("PGCONDUCTOR_FUZZ_SEED", "")
 REPORT = os.environ.get("PGCONDUCTOR_FUZZ_REPORT", "")
 SQL_API_DOC = Path(__file__).resolve().parents[3] / "docs" / "sql-api.md"
