@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    __version__: str
+
     from pgconductor.clock import Clock, SystemClock
     from pgconductor.conductor import Backoff, Conductor, Task, TaskContext
     from pgconductor.db import DatabaseClient, RetryPolicy, SqlDatabaseClient
@@ -45,11 +46,6 @@ if TYPE_CHECKING:
     )
     from pgconductor.worker import Worker
 
-try:
-    #: The installed distribution's version: python/pyproject.toml is its only source.
-    __version__ = metadata.version("pgconductor")
-except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
 
 logging.getLogger("pgconductor").addHandler(logging.NullHandler())
 
@@ -95,12 +91,25 @@ _HOMES = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version: python/pyproject.toml is its only source."""
+    from importlib import metadata  # costs ~30 ms: read on first use of `__version__`
+
+    try:
+        return metadata.version("pgconductor")
+    except metadata.PackageNotFoundError:  # imported from a source tree never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first use (PEP 562)."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'pgconductor' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
+    """Import a public name from its module on first use (PEP 562); `__version__` too."""
+    if name == "__version__":
+        value: Any = _version()
+    else:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module 'pgconductor' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
 
