@@ -12,7 +12,6 @@ given on the command line win. SIGTERM or Ctrl-C stop gracefully (exit 0); a sec
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -105,6 +104,8 @@ def load_config(path: Path) -> dict[str, Any]:
 
 async def _report(orchestrator: Orchestrator, every: float) -> None:
     """Log throughput every `every` seconds in which some execution finished."""
+    import asyncio  # here and below: not loaded for `--help`
+
     last, last_at = 0, time.monotonic()
     while True:
         await asyncio.sleep(every)
@@ -120,6 +121,8 @@ async def _report(orchestrator: Orchestrator, every: float) -> None:
 
 
 async def _serve(orchestrator: Orchestrator, drain: bool, stats_interval: float) -> None:
+    import asyncio
+
     reporter = (
         asyncio.ensure_future(_report(orchestrator, stats_interval)) if stats_interval else None
     )
@@ -229,6 +232,8 @@ def start(
     The app comes from --app MODULE:ATTR or --config FILE. SIGTERM or Ctrl-C stop
     gracefully; a second one forces.
     """
+    import asyncio
+
     from pgconductor.errors import PgConductorError
     from pgconductor.orchestrator import Orchestrator
 

@@ -595,7 +595,7 @@ def test_help_marks_the_queue_optional_and_shows_defaults() -> None:
 
 def test_importing_the_cli_loads_no_database_or_rich_module() -> None:
     """What keeps `pgconductor --help` fast: the heavy modules load when a command runs."""
-    heavy = ("sqlalchemy", "psycopg", "rich", "pydantic")
+    heavy = ("sqlalchemy", "psycopg", "rich", "pydantic", "asyncio", "importlib.metadata")
     code = f"import sys, pgconductor.cli; print(sorted(set({heavy!r}) & set(sys.modules)))"
     found = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
