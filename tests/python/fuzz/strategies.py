@@ -127,11 +127,48 @@ def _json_value() -> st.SearchStrategy[Any]:
     )
 
 
+def _json_literal(value: Any) -> str:
+    return text_literal(json.dumps(value, ensure_ascii=False))
+
+
+def _object_keys(routines: list[Routine]) -> dict[str, str]:
+    """Every parameter name of the API without its `p_` (and `<name>_ms` for an interval, as
+    milliseconds), with the type its value has: the keys a settings object may use."""
+    keys: dict[str, str] = {}
+    for routine in routines:
+        for arg in routine.args:
+            name = arg.name.removeprefix("p_")
+            keys.setdefault(name, arg.element)
+            if arg.element == "interval":
+                keys.setdefault(f"{name}_ms", "milliseconds")
+    return keys
+
+
+_JSON_VALID: dict[str, tuple[Any, ...]] = {
+    "integer": (1, 3, 20),
+    "milliseconds": (1000, 60000),
+    "time without time zone": ("09:00", "17:00"),
+    "text": ("fuzz", "default", "UTC"),
+    "interval": ("1 second", "10 minutes"),
+    "boolean": (True, False),
+}
+_JSON_HOSTILE: tuple[Any, ...] = (
+    None, 0, -1, 2**31, 2**63, 10**30, 1.5, -0.0, 1e308, "", "3", "24:00", "25:61", "x" * 300,
+    "line\nbreak", "SAT", "Mars/Olympus", "178000000 years", True, [], {}, [1], {"a": 1},
+)  # fmt: skip
+
+
+def _json_for(kind: str, hostile: bool) -> st.SearchStrategy[Any]:
+    valid = st.sampled_from(_JSON_VALID.get(kind, _JSON_VALID["text"]))
+    return valid | st.sampled_from(_JSON_HOSTILE) if hostile else valid
+
+
 class Strategies:
     """Argument strategies for one seeded database (`pools` hold the values that exist)."""
 
-    def __init__(self, pools: Pools) -> None:
+    def __init__(self, pools: Pools, routines: list[Routine]) -> None:
         self.pools = pools
+        self._object_keys = _object_keys(routines)
         self._subjects = st.sampled_from(pools.subjects)
         self._running = st.sampled_from(
             [s for s in pools.subjects if s.locked_by] or pools.subjects
@@ -147,9 +184,10 @@ class Strategies:
             "time without time zone": lambda _name: (
                 st.sampled_from(_TIMES) | st.times().map(lambda t: text_literal(t.isoformat()))
             ),
-            "jsonb": lambda _name: (
-                st.sampled_from(_JSONB)
-                | _json_value().map(lambda v: text_literal(json.dumps(v, ensure_ascii=False)))
+            "jsonb": lambda _name: st.one_of(
+                st.sampled_from(_JSONB),
+                _json_value().map(_json_literal),
+                self._object(hostile=True).map(_json_literal),
             ),
             "uuid": lambda _name: _quoted(uuids) | st.uuids().map(lambda u: text_literal(str(u))),
         }
@@ -196,6 +234,7 @@ class Strategies:
                 ("task", (s.task_key,)),
                 ("timezone", _VALID_TIMEZONES),
                 ("status", _STATUSES),
+                ("state", ("pending", "running", "completed", "failed", "cancelled")),
                 ("dedupe", ("d1", "d2", "d3")),
             ):
                 if word in name:
@@ -208,7 +247,29 @@ class Strategies:
             "time without time zone": _VALID_TIMES,
             "jsonb": _VALID_JSONB,
         }
+        if t == "jsonb" and "info" in name:
+            info = {"queues": {s.queue: {"tasks": [s.task_key]}}}
+            return st.sampled_from([*plain[t], _json_literal(info)])
+        if t == "jsonb":
+            return st.sampled_from(plain[t]) | self._object(hostile=False).map(_json_literal)
         return st.sampled_from(plain[t])
+
+    def _object(self, hostile: bool) -> st.SearchStrategy[dict[str, Any]]:
+        """A JSON object keyed by the API's own parameter names (settings objects such as
+        declare_task's), each value in range for its parameter, or hostile."""
+        keys = st.sampled_from(sorted(self._object_keys))
+        if hostile:
+            keys = keys | st.text(_ANY_CHAR, max_size=8)
+
+        @st.composite
+        def draw_object(draw: Draw) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for key in draw(st.lists(keys, min_size=1, max_size=4, unique=True)):
+                kind = self._object_keys.get(key, "text")
+                out[key] = draw(_json_for(kind, hostile))
+            return out
+
+        return draw_object()
 
     # -- whole arguments ------------------------------------------------------------------
     def _argument(self, draw: Draw, arg: Arg, s: Subject, hostile: bool, length: int) -> str | None:

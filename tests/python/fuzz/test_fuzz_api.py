@@ -47,7 +47,7 @@ def test_discovery_finds_the_public_api(routines: list[Routine]) -> None:
 
 
 def test_every_argument_type_has_a_strategy(routines: list[Routine], pools: Pools) -> None:
-    strategies = Strategies(pools)
+    strategies = Strategies(pools, routines)
     missing = {
         f"{r.signature}: {a.type}"
         for r in routines
@@ -69,7 +69,7 @@ def test_docs_list_the_allowed_sqlstates() -> None:
 def test_hostile_calls_keep_the_contract(
     seeded_url: str, routines: list[Routine], pools: Pools
 ) -> None:
-    strategies = Strategies(pools)
+    strategies = Strategies(pools, routines)
     runner = Runner(seeded_url)
     run_seed = SEED
     started = time.monotonic()
