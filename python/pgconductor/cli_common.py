@@ -285,7 +285,10 @@ def run_command(
         return asyncio.run(main())
     except PgConductorError as exc:
         state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-        fail(f"{exc}{state}", exc.hint)
+        hint = exc.hint
+        if exc.sqlstate == "42883" and not hint:  # undefined function: an older extension
+            hint = "the installed extension predates it: pgconductor schema upgrade"
+        fail(f"{exc}{state}", hint)
     except ImportError as exc:  # an app's URL naming a driver that is not installed
         fail(f"cannot load the database driver: {exc}", "use a postgresql:// URL")
     except (sa_exc.SQLAlchemyError, ValueError, OverflowError) as exc:  # a malformed URL

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fakes import FakeDatabaseClient
 from pgconductor import cli, cli_common
 from pgconductor.cli_inspect import format_execution, page_lines
-from pgconductor.errors import InvalidInput
+from pgconductor.errors import InvalidInput, PgConductorError
 from pgconductor.types import ExecutionInfo, ExecutionSummary
 
 ID = uuid.UUID("0190f3a2-0000-7000-8000-000000000001")
@@ -231,3 +231,16 @@ def test_page_lines_align_and_cut_the_error_to_the_width() -> None:
     assert narrow[1].endswith("…")
     assert len(narrow[1]) == 140
     assert len(page_lines([wordy], 10)[1].split("  ")[-1]) == 20  # at least 20 characters
+
+
+def test_an_older_extension_gets_an_upgrade_hint(fake: FakeDatabaseClient) -> None:
+    fake.simulate_error(
+        "list_executions",
+        PgConductorError("function pgconductor.list_executions() does not exist", sqlstate="42883"),
+    )
+    result = run("list")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: function pgconductor.list_executions() does not exist (SQLSTATE 42883)",
+        "hint: the installed extension predates it: pgconductor schema upgrade",
+    ]
