@@ -3,9 +3,10 @@
 `start()` checks the installed extension version (refusing to run on a mismatch), declares
 the tasks with only the settings given in Python (the queues to serve follow the effective
 settings; settings kept from SQL are logged), sends the first heartbeat, then starts the
-notifier, the workers and the heartbeat loop; any failure stops what was started and raises, bounded by `start_timeout`
-(never a hang: the original's G25). The heartbeat (`pgconductor.heartbeat`, which also runs
-stale recovery in SQL) repeats every `heartbeat_interval`, and at once when a
+notifier, the workers and the heartbeat loop; any failure stops what was started and
+raises, bounded by `start_timeout` (never a hang: the original's G25). The heartbeat
+(`pgconductor.heartbeat`, which also runs stale recovery in SQL) repeats every
+`heartbeat_interval`, and at once when a
 `pgconductor_signal` NOTIFY names this orchestrator, so a cancel reaches its handler in
 milliseconds. Signals: `shutdown` → graceful stop, `cancel` → abort that handler,
 `lease_lost` → abort it without reporting.
