@@ -7,6 +7,7 @@ escapes, so a reproduction stays on one line.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Characters that break a line or a terminal: C0/C1 controls, line and paragraph separators.
@@ -39,3 +40,18 @@ def text_literal(value: str) -> str:
 def cast(expr: str, sql_type: str) -> str:
     """`(expr)::type`, the form every generated argument takes."""
     return f"({expr})::{sql_type}"
+
+
+def with_lower_bound(array: str, length: int, lower: int, sql_type: str) -> str:
+    """`array` (an expression of `sql_type`, `length` elements) with its subscripts starting
+    at `lower`: built through the array's text form, '[0:2]={...}'."""
+    return cast(f"'[{lower}:{lower + length - 1}]=' || {array}::text", sql_type)
+
+
+_REBOUND = re.compile(r"^\('\[-?\d+:-?\d+\]=' \|\| (.*)::text\)::([^()]+)$", re.DOTALL)
+
+
+def rebased(expr: str) -> str | None:
+    """For an expression made by `with_lower_bound`, the same array starting at 1; else None."""
+    match = _REBOUND.match(expr)
+    return match.group(1) if match else None

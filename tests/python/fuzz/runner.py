@@ -21,6 +21,7 @@ import psycopg
 from fuzz.catalog import Routine
 from fuzz.errors import RETENTION, ServerError, violations
 from fuzz.invariants import Invariants
+from fuzz.literals import rebased
 from fuzz.strategies import ODD_SETTINGS
 
 # One round trip: an md5 of each table's rows in schema pgconductor (partitions included, as
@@ -36,6 +37,18 @@ SELECT (SELECT coalesce(string_agg(c.oid::regclass::text || ':' || md5(query_to_
           FROM pg_settings WHERE name LIKE 'pgconductor.%'),
        array(SELECT id::text FROM pgconductor.executions
              UNION SELECT id::text FROM pgconductor.finished_executions)
+"""
+
+
+# What a call did, without the ids it generated: each table's rows as JSON minus "id", sorted.
+# Within one transaction now() does not move, so two calls that did the same give the same.
+_CONTENT_SQL = r"""
+SELECT coalesce(string_agg(c.oid::regclass::text || ':' || md5(query_to_xml(format(
+            'SELECT md5(coalesce(string_agg((to_jsonb(x) - ''id'')::text, E''\n'''
+            ' ORDER BY (to_jsonb(x) - ''id'')::text), '''')) AS h FROM ONLY %s AS x',
+            c.oid::regclass), false, false, '')::text), ',' ORDER BY c.oid::regclass::text), '')
+  FROM pg_class AS c
+ WHERE c.relnamespace = 'pgconductor'::regnamespace AND c.relkind = 'r'
 """
 
 
@@ -169,6 +182,7 @@ class Runner:
         tally.calls += 1
         tally.calls_by_routine[call.routine.signature] += 1
         repro = done.repro(call.settings, statement)
+        self._check_lower_bounds(call, done)
         try:
             # The rows are not loaded into Python: the server has produced them all, and
             # values such as time '24:00' or year 294000 have no Python equivalent.
@@ -199,6 +213,35 @@ class Runner:
                 tally.add_finding(call, "executions vanished", gone, repro)
             done.add(call.settings, statement)
         return True
+
+    def _check_lower_bounds(self, call: Call, done: _Prefix) -> None:
+        """Documented: array elements pair by position whatever their lower bounds. A call
+        with arrays starting at 0, 2 or -3 must do what the same call with arrays starting
+        at 1 does (or refuse it)."""
+        plain_args = {k: rebased(v) or v for k, v in call.args.items()}
+        if plain_args == call.args:
+            return
+        plain = Call(call.routine, plain_args, call.settings)
+        odd_outcome, plain_outcome = self._outcome(call), self._outcome(plain)
+        if odd_outcome[0] == plain_outcome[0] == "" and odd_outcome != plain_outcome:
+            found = ServerError("", f"rebased to 1: {plain.sql()}", None, None)
+            problem = "arrays with other lower bounds did something else"
+            self.tally.add_finding(call, problem, found, done.repro(call.settings, call.sql()))
+
+    def _outcome(self, call: Call) -> tuple[str, int, str]:
+        """(SQLSTATE or "", rows returned, what it changed) of `call`, rolled back after."""
+        self.tally.calls += 1
+        self.tally.calls_by_routine[call.routine.signature] += 1
+        try:
+            cur = self.conn.execute(f"SAVEPOINT fuzz_bounds; {call.sql()}")
+        except psycopg.Error as exc:
+            self.conn.execute("ROLLBACK TO SAVEPOINT fuzz_bounds")
+            return exc.sqlstate or "?", 0, ""
+        cur.nextset()
+        rows = cur.rowcount
+        (content,) = self._last(f"{_CONTENT_SQL}")
+        self.conn.execute("ROLLBACK TO SAVEPOINT fuzz_bounds")
+        return "", rows, content
 
     def _check_error(self, call: Call, exc: psycopg.Error, before: Any, repro: str) -> None:
         after, _ids = self.fingerprint(first="ROLLBACK TO SAVEPOINT fuzz_call")

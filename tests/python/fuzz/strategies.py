@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from fuzz.catalog import Arg, Routine
-from fuzz.literals import cast, text_literal
+from fuzz.literals import cast, text_literal, with_lower_bound
 from fuzz.seed import Pools, Subject
 
 Expr = st.SearchStrategy[str]
@@ -286,6 +286,10 @@ class Strategies:
             items = [draw(self._valid(arg, s))] + [
                 draw(self._valid(arg, draw(self._subjects))) for _ in range(length - 1)
             ]
+            if draw(st.integers(0, 3)) == 0:
+                # Documented: elements pair by position whatever the lower bounds.
+                lower = draw(st.sampled_from([0, 2, -3]))
+                return with_lower_bound(self._array_of(arg, items), length, lower, arg.type)
             return self._array_of(arg, items)
         return draw(self._hostile_array(arg, elem, length))
 
@@ -312,10 +316,8 @@ class Strategies:
         odd_bounds = st.tuples(
             st.sampled_from([0, 2, -3]), st.lists(text_safe, min_size=1, max_size=3)
         ).map(
-            lambda lb_items: cast(
-                f"'[{lb_items[0]}:{lb_items[0] + len(lb_items[1]) - 1}]=' || "
-                f"{self._array_of(arg, lb_items[1])}::text",
-                t,
+            lambda lb_items: with_lower_bound(
+                self._array_of(arg, lb_items[1]), len(lb_items[1]), lb_items[0], t
             )
         )
         two_d = st.lists(st.lists(nullable, min_size=2, max_size=2), min_size=1, max_size=2).map(
