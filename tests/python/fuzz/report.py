@@ -36,7 +36,8 @@ def summary(tally: Tally, seconds: float, seed: str) -> str:
     errors = ", ".join(f"{code} {n}" for code, n in sorted(tally.errors.items())) or "none"
     return (
         f"pgconductor fuzz: {tally.calls} calls of {len(tally.calls_by_routine)} functions in "
-        f"{seconds:.1f} s ({seed}): {tally.passes} passed, "
+        f"{seconds:.1f} s ({seed}; {tally.reruns} more re-run with arrays from 1): "
+        f"{tally.passes} passed, "
         f"{sum(tally.errors.values())} raised errors ({errors}); "
         f"{len(tally.findings)} distinct findings"
     )

@@ -5,8 +5,9 @@ called with hypothesis-generated arguments, sometimes after one or two other cal
 same transaction and under odd session settings. Every call must leave the server up; every
 error must carry a documented SQLSTATE, a one-line message and a hint, and change no table;
 every call that succeeds must keep the documented invariants (invariants.py) and lose no
-execution; a call whose arrays start at 0, 2 or -3 must do what it does with arrays from 1. All findings are collected (not just the first) and reported together, most
-serious first; PGCONDUCTOR_FUZZ_EXTENSION_VERSION=0.2.0 fuzzes an older installed release.
+execution; a call whose arrays start at 0, 2 or -3 must do what it does with arrays from 1.
+All findings are collected (not just the first) and reported together, most serious first;
+PGCONDUCTOR_FUZZ_EXTENSION_VERSION=0.2.0 fuzzes an older installed release instead.
 
 Bounded in `make test`: PGCONDUCTOR_FUZZ_EXAMPLES examples per function (default 25), and
 `derandomize`: hypothesis then draws the same examples on every run, so CI never turns red
