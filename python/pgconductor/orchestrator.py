@@ -47,6 +47,9 @@ from pgconductor.worker import Worker
 
 __all__ = ["Orchestrator", "WorkerConfig"]
 
+#: The first extension version whose `return_executions` takes the `retry_after` status.
+RETRY_AFTER_SINCE = (0, 4, 0)
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
@@ -60,6 +63,16 @@ class WorkerConfig:
 
 def _seconds(value: timedelta | float) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """`"0.4.0"` → `(0, 4, 0)` (a part that is not a number ends it)."""
+    numbers: list[int] = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
 
 
 def _task_queues(conductor: Conductor) -> list[str]:
@@ -153,6 +166,7 @@ class Orchestrator(Service):
         self._beat_settled_at = float("-inf")  # clock.monotonic() when the last beat ended
         self._serve_task: asyncio.Task[Any] | None = None
         self._start_abandoned = False
+        self._retry_after = True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -165,7 +179,8 @@ class Orchestrator(Service):
     async def _on_start(self) -> None:
         async with asyncio.timeout(self.start_timeout):
             self.client = client = self.conductor.client
-            await SchemaManager(self._schema_client(client)).check()
+            installed = await SchemaManager(self._schema_client(client)).check()
+            self._retry_after = _release(installed) >= RETRY_AFTER_SINCE
             await self._declare_tasks()
             self.workers = [self._make_worker(client, c) for c in self.configs]
             await self._beat(raise_errors=True)
@@ -231,6 +246,7 @@ class Orchestrator(Service):
             abort_grace=self.abort_grace,
             context=self.conductor.context,
             clock=self.clock,
+            retry_after=self._retry_after,
         )
 
     async def _on_stop(self) -> None:

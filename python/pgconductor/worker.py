@@ -87,6 +87,7 @@ class Worker(Service):
         clock: Clock | None = None,
         pool: DaemonThreadPool | None = None,
         logger: logging.Logger | None = None,
+        retry_after: bool = True,
     ) -> None:
         if concurrency < 1 or flush_batch < 1 or (fetch_batch is not None and fetch_batch < 1):
             raise ValueError("concurrency, fetch_batch and flush_batch must be at least 1")
@@ -110,6 +111,8 @@ class Worker(Service):
         self._pool = pool or DaemonThreadPool(f"pgconductor-{queue}")
         self._owns_pool = pool is None
         self._handler_log = logging.getLogger("pgconductor.task")
+        #: False on an extension before 0.4.0, which rejects the `retry_after` status.
+        self.retry_after = retry_after
         self._running: dict[UUID, Execution] = {}
         #: The claim behind each result not yet answered by SQL (for the outcome's log line).
         self._reported: dict[UUID, ClaimedExecution] = {}
@@ -341,6 +344,8 @@ class Worker(Service):
                 )
             else:
                 result = await execute(task, claimed, ctx, execution, pool=self._pool)
+                if result is not None and result.status is RETRY_AFTER and not self.retry_after:
+                    result = _without_retry_after(result)
         except asyncio.CancelledError:
             result = None  # cancelled from outside (event loop closing): report nothing
         except Exception as exc:
@@ -440,3 +445,18 @@ class Worker(Service):
 def _at(run_at: datetime | None) -> str:
     """The next run for a log line (" for <UTC time>"), or "" when SQL did not say it."""
     return "" if run_at is None else f" for {run_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+RETRY_AFTER = ResultStatus.RETRY_AFTER
+
+
+def _without_retry_after(result: ExecutionResult) -> ExecutionResult:
+    """A `RetryAfter` as an ordinary failed attempt, for an extension that has no such status
+    (one status SQL rejects would hold back its whole batch)."""
+    reason = f": {result.error}" if result.error else ""
+    return ExecutionResult(
+        result.id,
+        result.lease,
+        ResultStatus.FAILED,
+        error=f"RetryAfter needs pgconductor extension 0.4.0 or newer{reason}",
+    )

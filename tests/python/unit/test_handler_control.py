@@ -19,6 +19,7 @@ from pgconductor import Cancelled, Fatal, RetryAfter
 from pgconductor.conductor import Conductor, TaskContext
 from pgconductor.executor import Abort, Execution, error_summary, error_text, execute
 from pgconductor.lib.threadpool import DaemonThreadPool
+from pgconductor.orchestrator import Orchestrator, _release
 from pgconductor.types import ExecutionResult, ResultStatus, ReturnOutcome
 from pgconductor.worker import Worker
 
@@ -367,3 +368,46 @@ async def test_completed_results_log_nothing(
     with caplog.at_level(logging.DEBUG, logger="pgconductor.worker"):
         await run_worker(rows, ["completed"] * 5)
     assert not [r for r in caplog.records if "ok " in r.getMessage()]
+
+
+async def test_before_0_4_0_a_retry_after_is_sent_as_a_failed_attempt(
+    fake: FakeDatabaseClient, conductor: Conductor
+) -> None:
+    @conductor.task("later")
+    async def later(ctx: TaskContext, payload: Any) -> None:
+        raise RetryAfter(5, "busy" if payload else "")
+
+    rows = [claimed("later", {"why": 1}), claimed("later", {})]
+    fake.responses["get_executions"] = Backlog(rows)
+    worker = Worker(fake, "default", conductor.tasks, uuid.uuid4(), retry_after=False)
+    await worker.drain()
+    assert [(r.status, r.error, r.delay_ms) for r in flushed(fake)] == [
+        (ResultStatus.FAILED, "RetryAfter needs pgconductor extension 0.4.0 or newer: busy", None),
+        (ResultStatus.FAILED, "RetryAfter needs pgconductor extension 0.4.0 or newer", None),
+    ]
+
+
+@pytest.mark.parametrize(("installed", "supported"), [("0.3.0", False), ("0.4.0", True)])
+async def test_the_orchestrator_tells_its_workers_whether_sql_takes_retry_after(
+    fake: FakeDatabaseClient, conductor: Conductor, installed: str, supported: bool
+) -> None:
+    conductor.task("t")(lambda ctx, payload: None)
+    fake.installed_version = installed
+    orchestrator = Orchestrator(
+        conductor,
+        heartbeat_interval=60.0,
+        stale_after=7200.0,
+        poll_interval=60.0,
+        use_listen=False,
+    )
+    await orchestrator.start()
+    try:
+        assert [w.retry_after for w in orchestrator.workers] == [supported]
+    finally:
+        await orchestrator.stop()
+
+
+def test_release_numbers() -> None:
+    assert _release("0.4.0") == (0, 4, 0)
+    assert _release("1.10") == (1, 10)
+    assert _release("0.5.0-dev") == (0, 5)
