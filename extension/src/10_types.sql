@@ -2,7 +2,8 @@
 
 -- One claimed execution, as get_executions() hands it to a worker. attempt counts the
 -- attempts spent (a released attempt is given back); lease numbers every claim of the
--- execution and never repeats: (orchestrator id, lease) is what a result must quote.
+-- execution and never repeats: (orchestrator id, lease) is what a result must quote. steps:
+-- the stored steps of a durable workflow by key (NULL when none; see _steps_by_key).
 CREATE TYPE pgconductor.claimed_execution AS (
     id           uuid,
     task_key     text,
@@ -13,5 +14,6 @@ CREATE TYPE pgconductor.claimed_execution AS (
     priority     integer,
     run_at       timestamptz,
     timeout_ms   bigint,
-    lease        integer
+    lease        integer,
+    steps        jsonb
 );

@@ -39,6 +39,9 @@ CREATE TABLE pgconductor.tasks (
 -- holding the lease). attempts: attempts spent; lease: claims ever made (never decreases, so
 -- (locked_by, lease) identifies one claim). Priority: lower runs first. errors: every attempt's
 -- error, oldest first (_with_error keeps the last 50); retry_afters: RetryAfter put it back.
+-- Durable workflows (46_workflows.sql): parent_id/parent_step name a child's parent and the
+-- parent's step; waiting (sleep | children | event) marks a parked execution, which no claim
+-- sees until it is woken (run_at is its wake time or deadline); has_steps: steps are stored.
 CREATE TABLE pgconductor.executions (
     id            uuid NOT NULL DEFAULT pgconductor._uuid7(),
     task_key      text NOT NULL CONSTRAINT executions_task_key_valid
@@ -57,13 +60,22 @@ CREATE TABLE pgconductor.executions (
     created_at    timestamptz NOT NULL DEFAULT pgconductor._now(),
     errors        jsonb NOT NULL DEFAULT '[]',
     retry_afters  integer NOT NULL DEFAULT 0,
+    parent_id     uuid,
+    parent_step   text,
+    waiting       text CONSTRAINT executions_waiting_valid CHECK (waiting IN ('sleep', 'children', 'event')),
+    has_steps     boolean NOT NULL DEFAULT false,
     CONSTRAINT executions_pkey PRIMARY KEY (id, queue),
     CONSTRAINT executions_lock_consistent CHECK ((locked_by IS NULL) = (locked_at IS NULL))
 ) PARTITION BY LIST (queue);
 
--- The claim path: pending rows in claim order. The claim reads only the rows it returns.
+-- The claim path: pending rows in claim order. The claim reads only the rows it returns;
+-- parked rows are not in it, so a million of them cost a claim nothing.
 CREATE INDEX executions_claim_idx ON pgconductor.executions (priority, run_at, id)
-    INCLUDE (task_key, attempts) WHERE locked_by IS NULL;
+    INCLUDE (task_key, attempts) WHERE locked_by IS NULL AND waiting IS NULL;
+-- Parked rows by wake time: the claim wakes the due ones of its queue.
+CREATE INDEX executions_timers_idx ON pgconductor.executions (run_at) WHERE waiting IS NOT NULL;
+-- Children by parent: cancelling a parent reaches its live children.
+CREATE INDEX executions_parent_idx ON pgconductor.executions (parent_id) WHERE parent_id IS NOT NULL;
 -- Recovery and release: the rows an orchestrator holds.
 CREATE INDEX executions_locked_by_idx ON pgconductor.executions (locked_by) WHERE locked_by IS NOT NULL;
 -- Deduplication: one live execution per (queue, task, dedupe key).
@@ -86,7 +98,9 @@ CREATE TABLE pgconductor.finished_executions (
     orchestrator_id uuid,
     last_error      text,
     result          jsonb,
-    errors          jsonb NOT NULL DEFAULT '[]'
+    errors          jsonb NOT NULL DEFAULT '[]',
+    parent_id       uuid,
+    parent_step     text
 );
 -- Retention only: every extra index here is paid by every completion.
 CREATE INDEX finished_executions_finished_at_idx ON pgconductor.finished_executions (finished_at);
@@ -94,6 +108,9 @@ CREATE INDEX finished_executions_finished_at_idx ON pgconductor.finished_executi
 -- completion does not pay for it.
 CREATE INDEX finished_executions_unsuccessful_idx ON pgconductor.finished_executions (state, task_key, id)
     WHERE state <> 'completed';
+-- A parent's children that ended.
+CREATE INDEX finished_executions_parent_idx ON pgconductor.finished_executions (parent_id)
+    WHERE parent_id IS NOT NULL;
 
 -- Orchestrators (one per worker process). expired_at: heartbeat lapsed and recovery took its
 -- work; drained: recovery found nothing more to release; stopped_at: left cleanly.

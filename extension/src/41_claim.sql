@@ -18,8 +18,9 @@
 
 -- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
 -- NULL (the worker passes the tasks it has handlers for), for orchestrator p_orchestrator_id.
--- Skips tasks outside their window and executions whose attempts are exhausted. Row locks:
--- the claimed rows, then the orchestrator's row. Returns the claimed executions.
+-- Skips tasks outside their window, parked executions and executions whose attempts are
+-- exhausted; first wakes the parked ones whose time came. Row locks: the claimed rows, then
+-- the orchestrator's row. Returns the claimed executions, with their stored steps.
 CREATE FUNCTION pgconductor.get_executions(
     p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer, p_queue text DEFAULT 'default')
 RETURNS SETOF pgconductor.claimed_execution
@@ -59,6 +60,13 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Parked executions whose time came (a sleep ended, a deadline passed) become claimable.
+    -- The probe reads the timers index of this queue; only a due one makes it write.
+    IF EXISTS (SELECT 1 FROM pgconductor.executions AS e
+                WHERE e.queue = p_queue AND e.waiting IS NOT NULL AND e.run_at <= v_now) THEN
+        PERFORM pgconductor._wake_due(p_queue, v_now);
+    END IF;
+
     -- Tasks outside their daily window right now (decided here, from the small tasks table).
     IF EXISTS (SELECT 1 FROM pgconductor.tasks AS t WHERE t.window_start IS NOT NULL) THEN
         v_blocked := pgconductor._closed_tasks(v_now);
@@ -79,7 +87,7 @@ BEGIN
         v_head_at := v_position[4]::timestamptz;
         v_cont := ARRAY(
             SELECT c.id FROM pgconductor.executions AS c
-             WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.run_at <= v_now
+             WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.waiting IS NULL AND c.run_at <= v_now
                AND c.priority < v_position[1]::integer
                AND (p_task_keys IS NULL OR c.task_key = ANY (p_task_keys)) AND NOT (c.task_key = ANY (v_blocked))
                AND (c.attempts = 0
@@ -90,7 +98,7 @@ BEGIN
         IF cardinality(v_cont) < p_batch_size THEN
             v_cont := v_cont || ARRAY(
                 SELECT c.id FROM pgconductor.executions AS c
-                 WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.run_at <= v_now
+                 WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.waiting IS NULL AND c.run_at <= v_now
                    AND (c.priority, c.run_at, c.id) > (v_position[1]::integer, v_position[2]::timestamptz, v_position[3]::uuid)
                    AND (p_task_keys IS NULL OR c.task_key = ANY (p_task_keys)) AND NOT (c.task_key = ANY (v_blocked))
                    AND (c.attempts = 0
@@ -104,7 +112,7 @@ BEGIN
         v_head_at := v_now;
         v_head := ARRAY(
             SELECT c.id FROM pgconductor.executions AS c
-             WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.run_at <= v_now
+             WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.waiting IS NULL AND c.run_at <= v_now
                AND NOT (c.id = ANY (v_cont))  -- locked by this transaction already: SKIP LOCKED would not skip them
                AND (p_task_keys IS NULL OR c.task_key = ANY (p_task_keys)) AND NOT (c.task_key = ANY (v_blocked))
                AND (c.attempts = 0
@@ -129,11 +137,12 @@ BEGIN
         UPDATE pgconductor.executions AS e
            SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1, lease = e.lease + 1
          WHERE e.queue = p_queue AND e.id = ANY (v_ids)
-        RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at, e.lease
+        RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at, e.lease, e.has_steps
     )
     SELECT c.id, c.task_key, c.queue, c.payload, c.attempts,
            coalesce(t.max_attempts, 3), c.priority, c.run_at,
-           (extract(epoch FROM t.timeout) * 1000)::bigint, c.lease
+           (extract(epoch FROM t.timeout) * 1000)::bigint, c.lease,
+           CASE WHEN c.has_steps THEN pgconductor._steps_by_key(c.id) END
       FROM claimed AS c
       LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
      ORDER BY c.priority, c.run_at, c.id;

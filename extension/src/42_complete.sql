@@ -27,9 +27,9 @@ AS $$
     ), archived AS (
         INSERT INTO pgconductor.finished_executions
             (id, task_key, queue, payload, state, attempts, lease, priority, run_at, created_at, finished_at,
-             orchestrator_id, last_error, errors)
+             orchestrator_id, last_error, errors, parent_id, parent_step)
         SELECT x.id, x.task_key, x.queue, x.payload, p_state, x.attempts, x.lease, x.priority, x.run_at, x.created_at,
-               pgconductor._now(), x.locked_by, coalesce(p_error, x.last_error), x.errors
+               pgconductor._now(), x.locked_by, coalesce(p_error, x.last_error), x.errors, x.parent_id, x.parent_step
           FROM ended AS x
         ON CONFLICT ON CONSTRAINT finished_executions_pkey DO NOTHING
         RETURNING 1
@@ -41,10 +41,12 @@ $$;
 -- (retry with the task's backoff until attempts are exhausted), fatal (fail now), released
 -- (back to pending after p_delays_ms, attempt not counted), retry_after (the handler asked to
 -- run again after p_delays_ms: attempt not counted, at most the task's max_retry_after times,
--- then failed). A cancelled execution ends cancelled whatever its result (a completed result is
--- kept). Failed attempts are added to the execution's errors. Row locks: the executions named.
--- Returns one (id, outcome, run_at) per input, in order: completed | retry_scheduled | failed |
--- released | rescheduled | cancelled | stale, with run_at the next run of those back to pending.
+-- then failed), suspend (a durable workflow parks as the plan in p_results says: _suspend). A
+-- cancelled execution ends cancelled whatever its result (a completed result is kept). Failed
+-- attempts are added to the execution's errors. Row locks: the executions named. Returns one
+-- (id, outcome, run_at) per input, in order: completed | retry_scheduled | failed | released |
+-- rescheduled | suspended | resumed | cancelled | stale, with run_at the next run of those
+-- back to pending (NULL for a wait without deadline).
 -- Raises 22023 for bad arrays, P0002 for an unknown orchestrator.
 CREATE FUNCTION pgconductor.return_executions(
     p_orchestrator_id uuid,
@@ -60,9 +62,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now timestamptz := pgconductor._now();
-    v_n   integer := coalesce(cardinality(p_ids), 0);
-    v_bad text;
+    v_now          timestamptz := pgconductor._now();
+    v_n            integer := coalesce(cardinality(p_ids), 0);
+    v_bad          text;
+    v_sus          record;
+    v_queue        text;
+    v_parked       record;
+    v_sus_ords     integer[] := '{}';
+    v_sus_outcomes text[] := '{}';
+    v_sus_run_ats  timestamptz[] := '{}';
 BEGIN
     IF coalesce(cardinality(p_leases), 0) <> v_n OR coalesce(cardinality(p_statuses), 0) <> v_n
        OR (p_errors IS NOT NULL AND cardinality(p_errors) <> v_n)
@@ -77,10 +85,10 @@ BEGIN
             USING ERRCODE = '22023', HINT = 'Pass a flat array with one element per result.';
     END IF;
     SELECT s INTO v_bad FROM unnest(p_statuses) AS s
-     WHERE s IS NULL OR s NOT IN ('completed', 'failed', 'fatal', 'released', 'retry_after') LIMIT 1;
+     WHERE s IS NULL OR s NOT IN ('completed', 'failed', 'fatal', 'released', 'retry_after', 'suspend') LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'invalid result status %', pgconductor._show(v_bad)
-            USING ERRCODE = '22023', HINT = 'Use completed, failed, fatal, released or retry_after.';
+            USING ERRCODE = '22023', HINT = 'Use completed, failed, fatal, released, retry_after or suspend.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pgconductor.orchestrators AS o WHERE o.id = p_orchestrator_id) THEN
         RAISE EXCEPTION 'unknown orchestrator %', coalesce(p_orchestrator_id::text, 'NULL')
@@ -88,6 +96,35 @@ BEGIN
     END IF;
     IF v_n = 0 THEN
         RETURN;
+    END IF;
+
+    -- Suspensions first, one by one (each parks its execution as its plan says, see
+    -- _suspend); a bad plan turns into a fatal result for that execution alone. The statement
+    -- below then finds them unlocked and leaves them to the outcomes collected here.
+    IF 'suspend' = ANY (p_statuses) THEN
+        IF array_lower(p_statuses, 1) <> 1 THEN p_statuses := ARRAY(SELECT unnest(p_statuses)); END IF;
+        IF array_lower(p_errors, 1) <> 1 THEN p_errors := ARRAY(SELECT unnest(p_errors)); END IF;
+        p_errors := coalesce(p_errors, array_fill(NULL::text, ARRAY[v_n]));
+        FOR v_sus IN
+            SELECT DISTINCT ON (u.id) u.id, u.lease, u.status, u.plan, u.ord
+              FROM unnest(p_ids, p_leases, p_statuses, p_results) WITH ORDINALITY AS u(id, lease, status, plan, ord)
+             ORDER BY u.id, u.ord
+        LOOP
+            CONTINUE WHEN v_sus.status <> 'suspend';
+            SELECT e.queue INTO v_queue FROM pgconductor.executions AS e
+             WHERE e.id = v_sus.id AND e.locked_by = p_orchestrator_id AND e.lease = v_sus.lease AND e.cancel_reason IS NULL
+               FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;  -- stale, or cancelled: the statement below reports it
+            SELECT * INTO v_parked FROM pgconductor._suspend(v_sus.id, v_queue, v_sus.plan);
+            IF v_parked.outcome = 'failed' THEN
+                p_statuses[v_sus.ord] := 'fatal';
+                p_errors[v_sus.ord] := v_parked.error;
+            ELSE
+                v_sus_ords := v_sus_ords || v_sus.ord::integer;
+                v_sus_outcomes := v_sus_outcomes || v_parked.outcome;
+                v_sus_run_ats := v_sus_run_ats || v_parked.run_at;
+            END IF;
+        END LOOP;
     END IF;
 
     RETURN QUERY
@@ -147,9 +184,9 @@ BEGIN
     ), archived AS (
         INSERT INTO pgconductor.finished_executions
             (id, task_key, queue, payload, state, attempts, lease, priority, run_at, created_at, finished_at,
-             orchestrator_id, last_error, result, errors)
+             orchestrator_id, last_error, result, errors, parent_id, parent_step)
         SELECT x.id, x.task_key, x.queue, x.payload, x.state, x.attempts, x.lease, x.priority, x.run_at, x.created_at,
-               v_now, x.locked_by, x.new_error, x.new_result, x.new_errors
+               v_now, x.locked_by, x.new_error, x.new_result, x.new_errors, x.parent_id, x.parent_step
           FROM ended AS x
         ON CONFLICT ON CONSTRAINT finished_executions_pkey DO NOTHING
     ), requeued AS (
@@ -167,9 +204,10 @@ BEGIN
           FROM decided AS d
          WHERE e.id = d.id AND e.queue = d.queue AND d.outcome IN ('retry_scheduled', 'released', 'rescheduled')
     )
-    SELECT i.id, coalesce(d.outcome, 'stale'), d.next_run_at
+    SELECT i.id, coalesce(d.outcome, p.outcome, 'stale'), coalesce(d.next_run_at, p.run_at)
       FROM input AS i
       LEFT JOIN decided AS d ON d.id = i.id AND d.ord = i.ord
+      LEFT JOIN unnest(v_sus_ords, v_sus_outcomes, v_sus_run_ats) AS p(ord, outcome, run_at) ON p.ord = i.ord
      ORDER BY i.ord;
 END
 $$;

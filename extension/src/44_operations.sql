@@ -1,9 +1,9 @@
 -- Operations on single executions and queues: cancel, retry, inspect, stats, retention.
 
--- Cancels execution p_execution_id. Pending: it ends now as cancelled ('cancelled'). Running:
--- the cancel is recorded and its orchestrator signalled ('cancelling'); its result then ends
--- it as cancelled unless it completed first. Row lock: that execution. Also returns
--- 'already_finished' or 'not_found'.
+-- Cancels execution p_execution_id and, recursively, its live children. Pending or parked: it
+-- ends now as cancelled ('cancelled'). Running: the cancel is recorded and its orchestrator
+-- signalled ('cancelling'); its result then ends it as cancelled. Row locks: that execution
+-- and its children. Also returns 'already_finished' or 'not_found'.
 CREATE FUNCTION pgconductor.cancel(p_execution_id uuid, p_reason text DEFAULT 'cancelled by user')
 RETURNS text
 LANGUAGE plpgsql
@@ -28,14 +28,18 @@ BEGIN
         UPDATE pgconductor.executions AS e SET cancel_reason = coalesce(p_reason, 'cancelled by user')
          WHERE e.id = v_row.id AND e.queue = v_row.queue;
         PERFORM pgconductor._signal(v_row.locked_by, 'cancel', v_row.id);
+        -- Its children go now, not when its handler stops (a pending or parked parent's go with
+        -- its end: see _on_finished).
+        PERFORM pgconductor.cancel(c.id, format('its parent was cancelled: %s', coalesce(p_reason, 'cancelled by user')))
+           FROM pgconductor.executions AS c WHERE c.parent_id = v_row.id;
     END IF;
     RETURN 'cancelling';
 END
 $$;
 
 -- Puts failed or cancelled execution p_execution_id back to pending, due now, with attempts
--- reset (its errors are kept). Raises P0002 when unknown, 55000 when it is live or completed.
--- Returns its id.
+-- reset (its errors and stored steps are kept: a workflow resumes where it stopped). Raises
+-- P0002 when unknown, 55000 when it is live or completed. Returns its id.
 CREATE FUNCTION pgconductor.retry(p_execution_id uuid)
 RETURNS uuid
 LANGUAGE plpgsql
@@ -60,9 +64,10 @@ BEGIN
     PERFORM pgconductor.create_queue(v_row.queue);
     DELETE FROM pgconductor.finished_executions AS f WHERE f.id = p_execution_id;
     INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, attempts, lease, last_error,
-                                        created_at, errors)
+                                        created_at, errors, parent_id, parent_step, has_steps)
     VALUES (v_row.id, v_row.task_key, v_row.queue, v_row.payload, pgconductor._now(), v_row.priority, 0,
-            v_row.lease, v_row.last_error, v_row.created_at, v_row.errors);
+            v_row.lease, v_row.last_error, v_row.created_at, v_row.errors, v_row.parent_id, v_row.parent_step,
+            EXISTS (SELECT 1 FROM pgconductor.steps AS s WHERE s.execution_id = v_row.id));
     PERFORM pg_notify('pgconductor_invoke', v_row.queue);
     RETURN v_row.id;
 END
@@ -136,8 +141,9 @@ AS $$
      ORDER BY q.name
 $$;
 
--- Retention: deletes up to p_limit finished executions that ended before now - p_older_than,
--- and orchestrators gone (stopped or drained) that long. Returns the executions deleted.
+-- Retention: deletes up to p_limit finished executions that ended before now - p_older_than
+-- (with their steps), as many events emitted before then, and orchestrators gone (stopped or
+-- drained) that long. Returns the executions deleted.
 CREATE FUNCTION pgconductor.prune_finished(p_older_than interval, p_limit integer DEFAULT 10000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -153,10 +159,17 @@ BEGIN
             USING ERRCODE = '22023', HINT = 'For example prune_finished(interval ''7 days'', 10000).';
     END IF;
     v_cutoff := pgconductor._now() - p_older_than;
-    DELETE FROM pgconductor.finished_executions AS f
-     WHERE f.id IN (SELECT x.id FROM pgconductor.finished_executions AS x
-                     WHERE x.finished_at < v_cutoff ORDER BY x.finished_at LIMIT p_limit);
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    WITH pruned AS (
+        DELETE FROM pgconductor.finished_executions AS f
+         WHERE f.id IN (SELECT x.id FROM pgconductor.finished_executions AS x
+                         WHERE x.finished_at < v_cutoff ORDER BY x.finished_at LIMIT p_limit)
+        RETURNING f.id
+    ), steps_gone AS (
+        DELETE FROM pgconductor.steps AS s USING pruned AS p WHERE s.execution_id = p.id
+    )
+    SELECT count(*) INTO v_count FROM pruned;
+    DELETE FROM pgconductor.events AS ev
+     WHERE ev.id IN (SELECT x.id FROM pgconductor.events AS x WHERE x.created_at < v_cutoff ORDER BY x.created_at LIMIT p_limit);
     DELETE FROM pgconductor.orchestrators AS o
      WHERE o.drained AND coalesce(o.stopped_at, o.expired_at) < v_cutoff
        AND NOT EXISTS (SELECT 1 FROM pgconductor.executions AS e WHERE e.locked_by = o.id);

@@ -1,29 +1,40 @@
 -- Looking at work: one execution with its history, pages of executions by state, task and
 -- queue, and which tasks have work that no live worker serves. Read-only; locks nothing.
 
--- One execution wherever it is: state pending | running (live) or completed | failed |
--- cancelled (finished), with its errors ([{attempt, at, outcome, error}], oldest first).
--- Locks nothing. Returns no row for an unknown id.
+-- One execution wherever it is: state pending | running | sleeping | waiting_for_children |
+-- waiting_for_event (live) or completed | failed | cancelled (finished), with its errors
+-- ([{attempt, at, outcome, error}], oldest first), its parent and its steps (in the order the
+-- run reached them). Locks nothing. Returns no row for an unknown id.
 CREATE FUNCTION pgconductor.get_execution(p_id uuid)
 RETURNS TABLE (id uuid, task_key text, queue text, state text, attempts integer, max_attempts integer,
                priority integer, payload jsonb, run_at timestamptz, created_at timestamptz,
                locked_at timestamptz, finished_at timestamptz, locked_by uuid, last_error text,
-               result jsonb, errors jsonb, cancel_reason text)
+               result jsonb, errors jsonb, cancel_reason text, parent_id uuid, steps jsonb)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT x.id, x.task_key, x.queue, x.state, x.attempts,
            coalesce((SELECT t.max_attempts FROM pgconductor.tasks AS t WHERE t.key = x.task_key), 3),
            x.priority, x.payload, x.run_at, x.created_at, x.locked_at, x.finished_at, x.locked_by,
-           x.last_error, x.result, x.errors, x.cancel_reason
-      FROM (SELECT e.id, e.task_key, e.queue, CASE WHEN e.locked_by IS NULL THEN 'pending' ELSE 'running' END AS state,
+           x.last_error, x.result, x.errors, x.cancel_reason, x.parent_id,
+           (SELECT jsonb_agg(jsonb_build_object('key', s.key, 'seq', s.seq, 'kind', s.kind, 'state', s.state,
+                                                'result', s.result, 'error', s.error, 'child_id', s.child_id,
+                                                'until', s.until, 'created_at', s.created_at, 'done_at', s.done_at)
+                             ORDER BY s.seq, s.key)
+              FROM pgconductor.steps AS s WHERE s.execution_id = x.id)
+      FROM (SELECT e.id, e.task_key, e.queue,
+                   CASE WHEN e.locked_by IS NOT NULL THEN 'running'
+                        WHEN e.waiting = 'sleep' THEN 'sleeping'
+                        WHEN e.waiting = 'children' THEN 'waiting_for_children'
+                        WHEN e.waiting = 'event' THEN 'waiting_for_event'
+                        ELSE 'pending' END AS state,
                    e.attempts, e.priority, e.payload, e.run_at, e.created_at, e.locked_at, NULL::timestamptz AS finished_at,
-                   e.locked_by, e.last_error, NULL::jsonb AS result, e.errors, e.cancel_reason
+                   e.locked_by, e.last_error, NULL::jsonb AS result, e.errors, e.cancel_reason, e.parent_id
               FROM pgconductor.executions AS e WHERE e.id = p_id
             UNION ALL
             SELECT f.id, f.task_key, f.queue, f.state, f.attempts, f.priority, f.payload, f.run_at, f.created_at,
                    NULL, f.finished_at, NULL, f.last_error, f.result, f.errors,
-                   CASE WHEN f.state = 'cancelled' THEN f.last_error END
+                   CASE WHEN f.state = 'cancelled' THEN f.last_error END, f.parent_id
               FROM pgconductor.finished_executions AS f WHERE f.id = p_id
             LIMIT 1) AS x
 $$;

@@ -20,7 +20,7 @@ from pgconductor.protocol import SchemaClient
 __all__ = ["PACKAGE_VERSION", "SUPPORTED_EXTENSION_VERSIONS", "SchemaManager", "refuse_downgrade"]
 
 #: Extension versions this Python package can drive.
-SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0")
+SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0")
 #: This package's own version (the installed distribution's), quoted in mismatch messages.
 PACKAGE_VERSION = __version__
 

@@ -56,7 +56,7 @@ SELECT cmp_ok(:big_buffers::bigint, '<=', 2 * :small_buffers::bigint + 20,
 CREATE TEMP TABLE claim_plan AS
 SELECT p::text AS plan FROM (SELECT pg_temp.explain_json($q$
     EXPLAIN (FORMAT JSON) SELECT e.id, e.queue FROM pgconductor.executions AS e
-     WHERE e.queue = 'big' AND e.locked_by IS NULL AND e.run_at <= pgconductor._now()
+     WHERE e.queue = 'big' AND e.locked_by IS NULL AND e.waiting IS NULL AND e.run_at <= pgconductor._now()
        AND NOT (e.task_key = ANY ('{}'::text[]))
      ORDER BY e.priority, e.run_at, e.id LIMIT 10 FOR UPDATE SKIP LOCKED$q$)) AS x(p);
 SELECT matches((SELECT plan FROM claim_plan), '"Index Name": "executions_big\$_priority_run_at_id_task_key_attempts_idx"',
