@@ -10,9 +10,26 @@ from fuzz.seed import SEED_SQL
 #: Lines the fuzz test leaves for the terminal summary (conftest.py prints them).
 SUMMARY: list[str] = []
 
-# Worst first: a lost server, then state changed by a failed call, then undocumented
-# SQLSTATEs, then errors without a hint, then messages that are not one line.
-_SEVERITY = ("server crash", "a table changed", "SQLSTATE", "no hint", "not one line", "characters")
+# Worst first: a lost server, lost or mispaired executions, state a failed call changed,
+# broken invariants (stored values beyond the limits), undocumented SQLSTATEs, errors
+# without a hint, then messages that are not one line. The words match `problem` texts.
+_SEVERITY = (
+    "server crash",
+    "vanished",
+    "lower bounds",
+    "a table changed",
+    "execution",  # invariants about executions and orchestrators
+    "ahead of the server",
+    "time zone",
+    "exceeds",
+    "longer than",
+    "more than",
+    "not finite",
+    "SQLSTATE",
+    "no hint",
+    "not one line",
+    "characters",
+)
 
 
 def _rank(finding: Finding) -> tuple[int, str, str]:

@@ -236,10 +236,12 @@ class Runner:
         """(SQLSTATE or "", rows returned, what it changed) of `call`, rolled back after."""
         self.tally.reruns += 1
         try:
-            cur = self.conn.execute(f"SAVEPOINT fuzz_bounds; {call.sql()}")
+            # The same random() draws for both (retry backoff has jitter).
+            cur = self.conn.execute(f"SAVEPOINT fuzz_bounds; SELECT setseed(0.5); {call.sql()}")
         except psycopg.Error as exc:
             self.conn.execute("ROLLBACK TO SAVEPOINT fuzz_bounds")
             return exc.sqlstate or "?", 0, ""
+        cur.nextset()
         cur.nextset()
         rows = cur.rowcount
         (content,) = self._last(f"{_CONTENT_SQL}")
