@@ -193,11 +193,14 @@ class Conductor:
     def _prepare(
         self, task: Task[Any] | str, payloads: Iterable[Any], queue: str | None
     ) -> tuple[str, list[Any], str | None]:
-        """Validate payloads before any SQL; default the queue to the task's own."""
+        """Validate payloads before any SQL; default the queue to the one the task was given
+        in Python (a task given none goes where SQL has it: NULL lets `invoke` decide)."""
         key, known = self._resolve(task)
         if known is None:
             return key, [{} if p is None else p for p in payloads], queue
-        return key, [known.dump_payload(p) for p in payloads], queue or known.spec.queue
+        if queue is None and "queue" in known.spec.declared:
+            queue = known.spec.queue
+        return key, [known.dump_payload(p) for p in payloads], queue
 
     async def _ensure_queue(self, queue: str | None, conn: object | None) -> None:
         """Create a queue in its own short transaction before enqueueing on a caller's conn.

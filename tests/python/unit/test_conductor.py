@@ -266,6 +266,18 @@ async def test_invoke_uses_the_tasks_queue_and_options(
     assert calls[2][1]["run_at"] == NOW
 
 
+async def test_a_task_given_no_queue_is_invoked_where_sql_has_it(
+    conductor: Conductor, fake: FakeDatabaseClient
+) -> None:
+    task = conductor.task("anywhere")(lambda ctx, payload: None)
+    await conductor.invoke(task, {})
+    await conductor.invoke_many(task, [{}, {}])
+    conductor.invoke_sync(task, {})
+    assert fake.calls_to("invoke")[0][1]["queue"] is None  # SQL: the registered queue
+    assert fake.calls_to("invoke_batch")[0][1]["queues"] == [None, None]
+    assert fake.calls_to("invoke_sync")[0][1]["queue"] is None
+
+
 async def test_invoke_passes_the_callers_connection(
     conductor: Conductor, fake: FakeDatabaseClient
 ) -> None:
