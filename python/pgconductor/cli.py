@@ -325,12 +325,25 @@ def _schema_client(connection: Connection) -> SchemaClient:
 
 
 @schema_app.command("install")
-def schema_install(app: AppOption = None, database_url: DatabaseUrlOption = None) -> None:
-    """CREATE EXTENSION IF NOT EXISTS pgconductor."""
+def schema_install(
+    app: AppOption = None,
+    database_url: DatabaseUrlOption = None,
+    sql_only: Annotated[
+        bool,
+        typer.Option(
+            "--sql-only/--as-extension",
+            help="Run the released scripts as plain SQL (no extension files on the server).",
+        ),
+    ] = False,
+) -> None:
+    """CREATE EXTENSION IF NOT EXISTS pgconductor (or, --sql-only, the same as plain SQL)."""
     from pgconductor.schema import SchemaManager
 
-    version = run_command(app, database_url, lambda c: SchemaManager(_schema_client(c)).install())
-    typer.echo(f"pgconductor extension {version} installed")
+    version = run_command(
+        app, database_url, lambda c: SchemaManager(_schema_client(c)).install(sql_only=sql_only)
+    )
+    how = "as plain SQL (no extension files)" if sql_only else "as an extension"
+    typer.echo(f"pgconductor {version} installed {how}")
 
 
 @schema_app.command("upgrade")

@@ -36,6 +36,7 @@ from uuid import UUID
 from pgconductor.conductor import TaskContext
 from pgconductor.encoding import json_default
 from pgconductor.errors import Fatal, PayloadValidationError, RetryAfter
+from pgconductor.lib import threadpool
 from pgconductor.lib.threadpool import DaemonThreadPool
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus, TaskSpec
 
@@ -159,10 +160,15 @@ def clean_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return marker + text[len(text) - (limit - len(marker)) :]
 
 
+#: Modules whose frames lead into a handler: a stored traceback starts after them.
+_OWN_FILES = frozenset({__file__, threadpool.__file__})
+
+
 def error_text(exc: BaseException) -> str:
-    """The traceback of `exc` without the executor's own frames, trimmed for storage."""
+    """The traceback of `exc` from the handler on (without the executor's and the thread
+    pool's frames), trimmed for storage."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
         tb = tb.tb_next
     return clean_text("".join(traceback.format_exception(type(exc), exc, tb)).rstrip())
 

@@ -295,6 +295,29 @@ class SqlDatabaseClient(StatementRunner):
         found = await self._run(CALLS["available_versions"], {}, rows.first_column)
         return [str(version) for version in found]
 
+    async def sql_install_version(self) -> str | None:
+        """The newest version a plain-SQL install recorded (`pgconductor.sql_install`), or None."""
+        try:
+            found = await self._run(CALLS["sql_install_version"], {}, rows.scalar_or_none)
+        except PgConductorError as exc:
+            if exc.sqlstate in ("3F000", "42P01"):  # no schema pgconductor / no record table
+                return None
+            raise
+        return None if found is None else str(found)
+
+    async def run_sql_scripts(
+        self,
+        scripts: Sequence[tuple[str, str, str]],
+        *,
+        create_schema: bool = False,
+        expected: str | None = None,
+    ) -> bool:
+        """Run `(version, file name, SQL)` scripts as plain SQL, recorded, under the schema
+        lock; False when another process installed (or upgraded from `expected`) first."""
+        return await self._run_scripts_locked(
+            "run_sql_scripts", scripts, create_schema=create_schema, expected=expected
+        )
+
     async def install_extension(self, version: str | None = None) -> str | None:
         """`CREATE EXTENSION IF NOT EXISTS pgconductor` under the schema advisory lock."""
         await self._run_locked("install_extension", create_extension(version))

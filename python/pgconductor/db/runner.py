@@ -34,7 +34,7 @@ orchestrator not to LISTEN over this URL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -48,7 +48,15 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.util import greenlet_spawn
 
 from pgconductor.db.rows import Fetch
-from pgconductor.db.statements import SCHEMA_LOCK, SCHEMA_LOCK_KEY, Call
+from pgconductor.db.statements import (
+    SCHEMA_LOCK,
+    SCHEMA_LOCK_KEY,
+    SQL_ONLY_RECORD,
+    SQL_ONLY_RECORD_TABLE,
+    SQL_ONLY_SCHEMA,
+    SQL_ONLY_VERSION,
+    Call,
+)
 from pgconductor.encoding import to_sqlalchemy_url
 from pgconductor.errors import InvalidInput, from_db_error
 from pgconductor.retry import DB_ERRORS, RetryPolicy, retry_async, retry_sync
@@ -282,6 +290,60 @@ class StatementRunner:
                 await own.execute(statement)
 
         await retry_async(name, once, self.retry_policy, self.abort)
+
+    async def _run_scripts_locked(
+        self,
+        name: str,
+        scripts: Sequence[tuple[str, str, str]],
+        *,
+        create_schema: bool,
+        expected: str | None = None,
+    ) -> bool:
+        """Run install or update scripts as plain SQL in one transaction under the schema lock
+        (`CREATE SCHEMA pgconductor` first when `create_schema`), recording each as
+        `(version, file name)` in `pgconductor.sql_install`; retried as a whole.
+
+        `scripts` holds `(version, file name, SQL text)`; the text is sent without parameters
+        (one simple-protocol query of many statements) on a psycopg connection of the pool.
+        Once the lock is held, nothing runs (False) when another process got there first: the
+        schema exists (`create_schema`), or the recorded version is no longer `expected`.
+        """
+        if not _uses_psycopg(self.engine):
+            raise TypeError("plain-SQL installs need the psycopg driver")
+
+        async def once() -> bool:
+            pooled = await self.engine.raw_connection()
+            driver = cast("psycopg.AsyncConnection[Any]", pooled.driver_connection)
+            try:
+                async with driver.transaction():
+                    ran = await apply(driver)
+            except BaseException as exc:
+                await asyncio.shield(self._give_back_failed(pooled, exc))
+                raise
+            await greenlet_spawn(pooled.close)
+            return ran
+
+        async def apply(driver: psycopg.AsyncConnection[Any]) -> bool:
+            lock = "SELECT pg_catalog.pg_advisory_xact_lock(%(key)s)"
+            await driver.execute(lock, {"key": SCHEMA_LOCK_KEY}, prepare=False)
+            if create_schema:
+                there = "SELECT pg_catalog.to_regnamespace('pgconductor') IS NOT NULL"
+                row = await (await driver.execute(there, prepare=False)).fetchone()
+                if row is not None and row[0]:
+                    return False
+                await driver.execute(SQL_ONLY_SCHEMA, prepare=False)
+            if expected is not None:
+                row = await (await driver.execute(SQL_ONLY_VERSION, prepare=False)).fetchone()
+                if row is None or row[0] != expected:
+                    return False
+            for version, file_name, script in scripts:
+                await driver.execute(script.encode(), prepare=False)
+                await driver.execute(SQL_ONLY_RECORD_TABLE, prepare=False)
+                record = {"version": version, "script": file_name}
+                await driver.execute(SQL_ONLY_RECORD, record, prepare=False)
+            return True
+
+        return await retry_async(name, once, self.retry_policy, self.abort)
 
     # -- blocking (the sync enqueue path) ---------------------------------------------------
 

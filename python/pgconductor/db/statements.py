@@ -21,6 +21,10 @@ __all__ = [
     "CALLS",
     "SCHEMA_LOCK",
     "SCHEMA_LOCK_KEY",
+    "SQL_ONLY_RECORD",
+    "SQL_ONLY_RECORD_TABLE",
+    "SQL_ONLY_SCHEMA",
+    "SQL_ONLY_VERSION",
     "Call",
     "alter_extension",
     "create_extension",
@@ -153,6 +157,11 @@ CALLS: dict[str, Call] = {
             "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgconductor'",
         ),
         _plain(
+            "sql_install_version",
+            "SELECT s.version FROM pgconductor.sql_install AS s"
+            " ORDER BY s.applied_at DESC, s.version DESC LIMIT 1",
+        ),
+        _plain(
             "available_versions",
             "SELECT version FROM pg_catalog.pg_available_extension_versions"
             " WHERE name = 'pgconductor' ORDER BY version",
@@ -190,3 +199,18 @@ def alter_extension(to: str | None) -> TextClause:
 def drop_extension() -> TextClause:
     """`DROP EXTENSION IF EXISTS pgconductor` (its schema and every execution go with it)."""
     return text("DROP EXTENSION IF EXISTS pgconductor")
+
+
+#: Plain-SQL installs (`schema install --sql-only`, no extension files on the server): the
+#: schema the extension would own, and the record of every script run into it, which
+#: `pgconductor.version()` reads from 0.5.0 on. psycopg spelling (`%(name)s`).
+SQL_ONLY_SCHEMA = "CREATE SCHEMA pgconductor"
+SQL_ONLY_RECORD_TABLE = (
+    "CREATE TABLE IF NOT EXISTS pgconductor.sql_install ("
+    " version text NOT NULL, script text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp())"
+)
+SQL_ONLY_VERSION = CALLS["sql_install_version"].driver
+SQL_ONLY_RECORD = (
+    "INSERT INTO pgconductor.sql_install (version, script) VALUES (%(version)s, %(script)s)"
+)

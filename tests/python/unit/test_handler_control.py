@@ -411,3 +411,17 @@ def test_release_numbers() -> None:
     assert _release("0.4.0") == (0, 4, 0)
     assert _release("1.10") == (1, 10)
     assert _release("0.5.0-dev") == (0, 5)
+
+
+async def test_a_sync_handlers_traceback_starts_in_the_handler(conductor: Conductor) -> None:
+    @conductor.task("t")
+    def handler(ctx: TaskContext, payload: Any) -> None:
+        raise ValueError("in a thread")
+
+    row = claimed()
+    result = await execute(handler, row, context(row), pool=DaemonThreadPool())
+    assert result is not None
+    assert result.error is not None
+    frames = [line for line in result.error.splitlines() if line.startswith("  File ")]
+    assert frames
+    assert all(__file__ in frame for frame in frames)  # no executor or thread-pool frame
