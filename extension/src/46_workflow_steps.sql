@@ -82,9 +82,9 @@ BEGIN
         SELECT u.id, u.lease, u.key, u.seq, u.result, u.ord
           FROM unnest(p_ids, p_leases, p_keys, p_seqs, p_results) WITH ORDINALITY AS u(id, lease, key, seq, result, ord)
     ), live AS MATERIALIZED (
-        SELECT DISTINCT e.id, e.queue
-          FROM input AS i
-          JOIN pgconductor.executions AS e ON e.id = i.id AND e.locked_by = p_orchestrator_id AND e.lease = i.lease
+        SELECT e.id, e.queue FROM pgconductor.executions AS e
+         WHERE e.id = ANY (p_ids) AND e.locked_by = p_orchestrator_id
+           AND EXISTS (SELECT 1 FROM input AS i WHERE i.id = e.id AND i.lease = e.lease)
            FOR SHARE OF e
     ), flagged AS (
         UPDATE pgconductor.executions AS e SET has_steps = true

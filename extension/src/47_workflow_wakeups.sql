@@ -11,8 +11,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_row   record;
-    v_count integer := 0;
+    v_row      record;
+    v_count    integer := 0;
+    v_children uuid[];
 BEGIN
     FOR v_row IN
         SELECT e.id, e.waiting FROM pgconductor.executions AS e
@@ -22,11 +23,14 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     LOOP
         IF v_row.waiting = 'children' THEN
-            PERFORM pgconductor.cancel(s.child_id, 'the parent stopped waiting: its deadline passed')
-               FROM pgconductor.steps AS s
-              WHERE s.execution_id = v_row.id AND s.kind = 'child' AND s.state = 'waiting';
-            UPDATE pgconductor.steps AS s SET state = 'timed_out', done_at = p_now
-             WHERE s.execution_id = v_row.id AND s.kind = 'child' AND s.state = 'waiting';
+            -- Steps first: the children's cancellation must not fill them as 'cancelled'.
+            WITH timed_out AS (
+                UPDATE pgconductor.steps AS s SET state = 'timed_out', done_at = p_now
+                 WHERE s.execution_id = v_row.id AND s.kind = 'child' AND s.state = 'waiting'
+                RETURNING s.child_id
+            )
+            SELECT array_agg(t.child_id) INTO v_children FROM timed_out AS t;
+            PERFORM pgconductor.cancel(c, 'the parent stopped waiting: its deadline passed') FROM unnest(v_children) AS c;
         ELSIF v_row.waiting = 'event' THEN
             UPDATE pgconductor.steps AS s SET state = 'timed_out', done_at = p_now
              WHERE s.execution_id = v_row.id AND s.kind = 'event' AND s.state = 'waiting';

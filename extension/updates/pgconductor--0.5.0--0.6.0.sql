@@ -663,9 +663,9 @@ BEGIN
         SELECT u.id, u.lease, u.key, u.seq, u.result, u.ord
           FROM unnest(p_ids, p_leases, p_keys, p_seqs, p_results) WITH ORDINALITY AS u(id, lease, key, seq, result, ord)
     ), live AS MATERIALIZED (
-        SELECT DISTINCT e.id, e.queue
-          FROM input AS i
-          JOIN pgconductor.executions AS e ON e.id = i.id AND e.locked_by = p_orchestrator_id AND e.lease = i.lease
+        SELECT e.id, e.queue FROM pgconductor.executions AS e
+         WHERE e.id = ANY (p_ids) AND e.locked_by = p_orchestrator_id
+           AND EXISTS (SELECT 1 FROM input AS i WHERE i.id = e.id AND i.lease = e.lease)
            FOR SHARE OF e
     ), flagged AS (
         UPDATE pgconductor.executions AS e SET has_steps = true
@@ -815,8 +815,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_row   record;
-    v_count integer := 0;
+    v_row      record;
+    v_count    integer := 0;
+    v_children uuid[];
 BEGIN
     FOR v_row IN
         SELECT e.id, e.waiting FROM pgconductor.executions AS e
@@ -826,11 +827,14 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     LOOP
         IF v_row.waiting = 'children' THEN
-            PERFORM pgconductor.cancel(s.child_id, 'the parent stopped waiting: its deadline passed')
-               FROM pgconductor.steps AS s
-              WHERE s.execution_id = v_row.id AND s.kind = 'child' AND s.state = 'waiting';
-            UPDATE pgconductor.steps AS s SET state = 'timed_out', done_at = p_now
-             WHERE s.execution_id = v_row.id AND s.kind = 'child' AND s.state = 'waiting';
+            -- Steps first: the children's cancellation must not fill them as 'cancelled'.
+            WITH timed_out AS (
+                UPDATE pgconductor.steps AS s SET state = 'timed_out', done_at = p_now
+                 WHERE s.execution_id = v_row.id AND s.kind = 'child' AND s.state = 'waiting'
+                RETURNING s.child_id
+            )
+            SELECT array_agg(t.child_id) INTO v_children FROM timed_out AS t;
+            PERFORM pgconductor.cancel(c, 'the parent stopped waiting: its deadline passed') FROM unnest(v_children) AS c;
         ELSIF v_row.waiting = 'event' THEN
             UPDATE pgconductor.steps AS s SET state = 'timed_out', done_at = p_now
              WHERE s.execution_id = v_row.id AND s.kind = 'event' AND s.state = 'waiting';

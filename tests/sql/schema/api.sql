@@ -5,7 +5,7 @@
 -- PUBLIC, except the three that column defaults call; neither is the public API (it takes a role).
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(26);
+SELECT plan(28);
 
 SELECT has_function('pgconductor', 'invoke', ARRAY['text', 'jsonb', 'text', 'timestamp with time zone', 'integer', 'text']);
 SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text[]', 'jsonb[]', 'text[]', 'timestamp with time zone[]', 'integer[]', 'text[]']);
@@ -28,6 +28,8 @@ SELECT has_function('pgconductor', 'declare_task', ARRAY['text', 'jsonb']);
 SELECT has_function('pgconductor', 'list_executions', ARRAY['text', 'text', 'text', 'integer', 'uuid']);
 SELECT has_function('pgconductor', 'retry_executions', ARRAY['text', 'text', 'text', 'integer']);
 SELECT has_function('pgconductor', 'task_overview', ARRAY[]::text[]);
+SELECT has_function('pgconductor', 'save_steps', ARRAY['uuid', 'uuid[]', 'integer[]', 'text[]', 'integer[]', 'jsonb[]']);
+SELECT has_function('pgconductor', 'emit_event', ARRAY['text', 'jsonb']);
 
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND NOT coalesce(proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp'], false)
