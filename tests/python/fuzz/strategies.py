@@ -97,7 +97,7 @@ _JSONB = (
 )  # fmt: skip
 _VALID_JSONB = ("'{}'", "'{\"n\": 1}'", '\'{"ok": true, "items": [1, 2]}\'')
 _UUIDS = ("00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff")
-_ANY_CHAR = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+_ANY_CHAR = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 
 
 def _sampled(values: tuple[object, ...]) -> Expr:
