@@ -39,6 +39,7 @@ from pgconductor.errors import Fatal, PayloadValidationError, RetryAfter
 from pgconductor.lib import threadpool
 from pgconductor.lib.threadpool import DaemonThreadPool
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus, TaskSpec
+from pgconductor.workflow import LeaseLost, Suspend
 
 __all__ = ["MAX_ERROR_CHARS", "Abort", "Execution", "HandlerTask", "error_summary", "execute"]
 
@@ -248,6 +249,8 @@ async def _run_async(
         if not aborted or control.reason is None:
             raise  # cancelled from outside: no result
         return _aborted(claimed, control.reason)
+    except (Suspend, LeaseLost) as exc:
+        return _durable(control, exc)[1]
     except TimeoutError as exc:
         if deadline is not None and deadline.expired() and limit is not None:
             return _timed_out(claimed, limit)
@@ -258,7 +261,27 @@ async def _run_async(
         return None
     if deadline is not None and deadline.expired() and limit is not None:
         return _timed_out(claimed, limit)  # it swallowed the timeout's cancel
-    return _completed(claimed, value)
+    ended, result = _durable(control, None)
+    return result if ended else _completed(claimed, value)
+
+
+def _durable(control: Execution, exc: BaseException | None) -> tuple[bool, ExecutionResult | None]:
+    """(True, result) when the workflow decides how the run ended, whatever the handler did:
+    a stale step (no result), a non-determinism (`fatal`), waits registered (`suspend` with
+    the plan). (False, None) otherwise."""
+    run = control.ctx._run
+    if isinstance(exc, LeaseLost) or control.reason is Abort.LEASE_LOST:
+        return True, None
+    if isinstance(exc, Suspend) and control.reason is not None:
+        return True, _aborted(control.claimed, control.reason)
+    if run is None:
+        return False, None
+    claimed = control.claimed
+    if run.failure is not None:
+        return True, _result(claimed, ResultStatus.FATAL, clean_text(str(run.failure)))
+    if run.suspending:
+        return True, _result(claimed, ResultStatus.SUSPEND, value=run.plan())
+    return False, None
 
 
 def _failed(control: Execution, exc: BaseException) -> ExecutionResult | None:
@@ -267,6 +290,9 @@ def _failed(control: Execution, exc: BaseException) -> ExecutionResult | None:
     claimed = control.claimed
     if control.reason is not None:
         return _aborted(claimed, control.reason)
+    ended, result = _durable(control, exc)
+    if ended:
+        return result
     if isinstance(exc, RetryAfter):
         return ExecutionResult(
             claimed.id,

@@ -91,6 +91,24 @@ class DatabaseClient(Protocol):
         """Apply a batch of results; outcomes in input order."""
         ...
 
+    async def save_steps(
+        self,
+        orchestrator_id: UUID,
+        ids: Sequence[UUID],
+        leases: Sequence[int],
+        keys: Sequence[str],
+        seqs: Sequence[int],
+        results: Sequence[Any],
+    ) -> list[tuple[UUID, str, str]]:
+        """Store workflow step results under their leases: `(id, key, saved|stale)` rows."""
+        ...
+
+    async def emit_event(
+        self, name: str, payload: Any = None, *, conn: AsyncConnection | None = None
+    ) -> int:
+        """Emit an event (in the caller's transaction when `conn` is given); return its id."""
+        ...
+
     async def heartbeat(
         self,
         orchestrator_id: UUID,

@@ -18,6 +18,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from pgconductor.durable import DurableContext
 from pgconductor.errors import Cancelled, InvalidInput, PayloadValidationError
 from pgconductor.types import TaskSpec
 
@@ -54,8 +55,11 @@ class ExecutionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"{extra['task_key']} {extra['execution_id']}: {msg}", kwargs
 
 
-class TaskContext:
+class TaskContext(DurableContext):
     """What a handler receives as `ctx`: the execution's identity plus the extra context.
+
+    The durable methods (`ctx.step`, `ctx.sleep`, `ctx.invoke`, `ctx.wait_for_event`, ...)
+    come from `DurableContext`.
 
     Attributes of the Conductor's `context` are reachable directly (`ctx.db`) or through
     `ctx.extra["db"]`. `cancel_event` is made on first use (most handlers never look), set
@@ -96,6 +100,7 @@ class TaskContext:
         self._logger: ExecutionLogger | None = None
         self._cancel_event = cancel_event
         self._stop_requested = False
+        self._run = None
 
     def __repr__(self) -> str:
         return (

@@ -38,6 +38,8 @@ class ClaimedExecution:
     timeout_ms: int | None
     #: The claim's lease number: never repeats for an execution; results quote it.
     lease: int
+    #: The stored steps of a durable workflow by key (extension 0.6.0 on; None when none).
+    steps: Any = None
 
 
 class ResultStatus(StrEnum):
@@ -49,6 +51,8 @@ class ResultStatus(StrEnum):
     RELEASED = "released"
     #: Back to pending after `delay_ms`, the attempt not counted (the handler asked for it).
     RETRY_AFTER = "retry_after"
+    #: Parked until what `result` (the plan) waits for; the attempt not counted (0.6.0 on).
+    SUSPEND = "suspend"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,7 @@ class ReturnOutcome:
     """What SQL did with a result.
 
     completed | retry_scheduled | failed | released | rescheduled (a `retry_after`) |
-    cancelled | stale.
+    cancelled | stale | suspended / resumed (a `suspend`: parked, or pending again at once).
     """
 
     id: UUID
@@ -131,6 +135,11 @@ class ExecutionInfo:
     #: Every attempt's error, oldest first: {"attempt", "at", "outcome", "error"} objects.
     errors: list[dict[str, Any]] = field(default_factory=list)
     cancel_reason: str | None = None
+    # Read from extension 0.6.0 on:
+    parent_id: UUID | None = None
+    #: The stored steps of a workflow ordered by seq: {key, seq, kind, state, result, error,
+    #: child_id, until, created_at, done_at} objects.
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,9 @@ from pgconductor.lib.event import wait_event
 from pgconductor.lib.threadpool import DaemonThreadPool
 from pgconductor.protocol import DatabaseClient
 from pgconductor.service import Service
+from pgconductor.steps import StepWriter
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus, ReturnOutcome
+from pgconductor.workflow import DurableRun
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -130,6 +132,16 @@ class Worker(Service):
             logger=self.log,
             on_sent=self._flushed,
             on_error=self._flush_failed,
+        )
+        #: Workflow steps of every handler, one `save_steps` per flush cycle.
+        self._steps = StepWriter(
+            client,
+            orchestrator_id,
+            max_size=flush_batch,
+            interval=flush_interval,
+            clock=self.clock,
+            on_stale=self.lose_lease,
+            logger=self.log,
         )
         self._max_unflushed = 2 * max(flush_batch, concurrency)
         self._draining = False
@@ -228,6 +240,7 @@ class Worker(Service):
             if self._running:
                 await wait_event(self._settled, wait, self.clock)
         self._abandon_remaining()
+        await self._steps.close(self.flush_timeout)
         lost = await self._results.close(self._flusher, self.flush_timeout)
         if lost:
             self.log.error(
@@ -320,9 +333,13 @@ class Worker(Service):
         self._settled.clear()
         create_task = asyncio.get_running_loop().create_task
         extra, logger, running = self._extra, self._handler_log, self._running
+        steps, tasks, clock = self._steps, self.tasks, self.clock
         for row in claimed:
             ctx = TaskContext(
                 row.id, row.task_key, row.queue, row.attempt, row.max_attempts, None, extra, logger
+            )
+            ctx._run = DurableRun(
+                row.id, row.lease, row.steps, saver=steps, tasks=tasks, clock=clock
             )
             execution = Execution(row, ctx)
             running[row.id] = execution

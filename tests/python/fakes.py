@@ -195,6 +195,33 @@ class FakeDatabaseClient:
             results,
         )
 
+    async def save_steps(
+        self,
+        orchestrator_id: UUID,
+        ids: Sequence[UUID],
+        leases: Sequence[int],
+        keys: Sequence[str],
+        seqs: Sequence[int],
+        results: Sequence[Any],
+    ) -> list[tuple[UUID, str, str]]:
+        """Record; default answer: every step saved."""
+        return await self._answer_async(
+            "save_steps",
+            lambda: [(i, k, "saved") for i, k in zip(ids, keys, strict=True)],
+            orchestrator_id,
+            list(ids),
+            list(leases),
+            list(keys),
+            list(seqs),
+            list(results),
+        )
+
+    async def emit_event(
+        self, name: str, payload: Any = None, *, conn: AsyncConnection | None = None
+    ) -> int:
+        """Record; default answer: event id 1."""
+        return await self._answer_async("emit_event", 1, name, payload, conn=conn)
+
     async def heartbeat(
         self,
         orchestrator_id: UUID,

@@ -40,6 +40,9 @@ class SqlDatabaseClient(StatementRunner):
     `prepare=False` for transaction-mode poolers that cannot keep prepared statements.
     """
 
+    #: Whether the claim returns stored steps (0.6.0 on); None until the first claim tells.
+    _claim_has_steps: bool | None = None
+
     def with_abort(self, abort: asyncio.Event | None) -> SqlDatabaseClient:
         """A client sharing this engine (and kept connection) whose retries stop on `abort`."""
         derived = SqlDatabaseClient(
@@ -149,7 +152,44 @@ class SqlDatabaseClient(StatementRunner):
             "batch_size": batch_size,
             "queue": queue,
         }
-        return await self._run(CALLS["get_executions"], params, rows.claimed_executions)
+        if self._claim_has_steps is not False:
+            try:
+                claimed = await self._run(CALLS["get_executions"], params, rows.claimed_executions)
+            except PgConductorError as exc:
+                if exc.sqlstate != "42703":  # an extension before 0.6.0: no steps column
+                    raise
+                self._claim_has_steps = False
+            else:
+                self._claim_has_steps = True
+                return claimed
+        return await self._run(CALLS["get_executions_0_5"], params, rows.claimed_executions)
+
+    async def save_steps(
+        self,
+        orchestrator_id: UUID,
+        ids: Sequence[UUID],
+        leases: Sequence[int],
+        keys: Sequence[str],
+        seqs: Sequence[int],
+        results: Sequence[Any],
+    ) -> list[tuple[UUID, str, str]]:
+        """Call `pgconductor.save_steps`: `(id, key, outcome)` rows, outcome saved | stale."""
+        params = {
+            "orchestrator_id": orchestrator_id,
+            "ids": list(ids),
+            "leases": list(leases),
+            "keys": list(keys),
+            "seqs": list(seqs),
+            "results": [to_json(result) for result in results],
+        }
+        return await self._run(CALLS["save_steps"], params, rows.step_outcomes)
+
+    async def emit_event(
+        self, name: str, payload: Any = None, *, conn: AsyncConnection | None = None
+    ) -> int:
+        """Call `pgconductor.emit_event` (on the caller's connection when given); its id."""
+        params = {"name": name, "payload": to_json({} if payload is None else payload)}
+        return int(await self._run(CALLS["emit_event"], params, rows.scalar, conn))
 
     async def return_executions(
         self, orchestrator_id: UUID, results: Sequence[ExecutionResult]
@@ -217,14 +257,16 @@ class SqlDatabaseClient(StatementRunner):
     async def get_execution(self, execution_id: UUID) -> ExecutionInfo | None:
         """Call `pgconductor.get_execution`; None when the id is unknown.
 
-        An extension before 0.4.0 lacks the newer columns (42703): its row leaves them unset.
+        An extension before 0.6.0 (0.4.0) lacks the newer columns (42703): its row leaves
+        them unset.
         """
         params = {"execution_id": execution_id}
-        try:
-            return await self._run(CALLS["get_execution"], params, rows.execution_info)
-        except PgConductorError as exc:
-            if exc.sqlstate != "42703":
-                raise
+        for name in ("get_execution", "get_execution_0_5"):
+            try:
+                return await self._run(CALLS[name], params, rows.execution_info)
+            except PgConductorError as exc:
+                if exc.sqlstate != "42703":
+                    raise
         return await self._run(CALLS["get_execution_0_3"], params, rows.execution_info)
 
     async def list_executions(

@@ -49,6 +49,7 @@ __all__ = [
     "scalar",
     "scalar_or_none",
     "signals",
+    "step_outcomes",
     "task_overview",
     "task_spec",
 ]
@@ -219,6 +220,11 @@ def first_column(rows: RowList) -> list[Any]:
     return [row[0] for row in rows]
 
 
+def step_outcomes(rows: RowList) -> list[tuple[UUID, str, str]]:
+    """`save_steps` rows: `(id, key, outcome)`."""
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
 def outcomes(rows: RowList) -> list[ReturnOutcome]:
     """`(id, outcome)` rows, or `(id, outcome, run_at)` ones (`return_executions` of 0.4.0)."""
     return [ReturnOutcome(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]
@@ -230,8 +236,13 @@ def signals(rows: RowList) -> list[Signal]:
 
 
 def execution_info(rows: RowList) -> ExecutionInfo | None:
-    """The row of `get_execution`, or None when the id is unknown."""
-    return ExecutionInfo(*rows[0]) if rows else None
+    """The row of `get_execution`, or None when the id is unknown (steps NULL read as [])."""
+    if not rows:
+        return None
+    row = list(rows[0])
+    if len(row) > 18 and row[18] is None:
+        row[18] = []
+    return ExecutionInfo(*row)
 
 
 def execution_summaries(rows: RowList) -> list[ExecutionSummary]:
@@ -269,6 +280,7 @@ _new = object.__new__
     _set_run_at,
     _set_timeout_ms,
     _set_lease,
+    _set_steps,
 ) = (getattr(ClaimedExecution, f.name).__set__ for f in fields(ClaimedExecution))
 
 
@@ -290,6 +302,8 @@ def claimed_execution(row: Sequence[Any]) -> ClaimedExecution:
     _set_run_at(claimed, row[7])
     _set_timeout_ms(claimed, row[8])
     _set_lease(claimed, row[9])
+    steps = row[10] if len(row) > 10 else None  # 0.6.0 on: the stored steps as JSON text
+    _set_steps(claimed, None if steps is None else _decode_json(steps)[0])
     return claimed
 
 

@@ -67,6 +67,8 @@ def _plain(name: str, sql: str) -> Call:
 _CLAIMED = (
     "id, task_key, queue, payload::text, attempt, max_attempts, priority, run_at, timeout_ms, lease"
 )
+#: From 0.6.0 on a claimed row also carries its stored workflow steps (JSON text, or NULL).
+_CLAIMED_STEPS = f"{_CLAIMED}, steps::text"
 _INFO = "id, task_key, queue, state, attempts, priority, run_at, locked_by, last_error, result"
 
 CALLS: dict[str, Call] = {
@@ -96,8 +98,24 @@ CALLS: dict[str, Call] = {
         _call(
             "get_executions",
             "task_keys text[], orchestrator_id uuid, batch_size integer, queue text",
-            _CLAIMED,
+            _CLAIMED_STEPS,
         ),
+        # Before 0.6.0 a claimed row had no steps.
+        replace(
+            _call(
+                "get_executions",
+                "task_keys text[], orchestrator_id uuid, batch_size integer, queue text",
+                _CLAIMED,
+            ),
+            name="get_executions_0_5",
+        ),
+        _call(
+            "save_steps",
+            "orchestrator_id uuid, ids uuid[], leases integer[], keys text[], seqs integer[],"
+            " results jsonb[]",
+            "id, key, outcome",
+        ),
+        _call("emit_event", "name text, payload jsonb"),
         _call(
             "return_executions",
             "orchestrator_id uuid, ids uuid[],"
@@ -119,7 +137,17 @@ CALLS: dict[str, Call] = {
             "get_execution",
             "execution_id uuid",
             f"{_INFO}, finished_at, max_attempts, payload, created_at, locked_at, errors,"
-            " cancel_reason",
+            " cancel_reason, parent_id, steps",
+        ),
+        # Before 0.6.0 the function had no parent_id and steps.
+        replace(
+            _call(
+                "get_execution",
+                "execution_id uuid",
+                f"{_INFO}, finished_at, max_attempts, payload, created_at, locked_at, errors,"
+                " cancel_reason",
+            ),
+            name="get_execution_0_5",
         ),
         # Before 0.4.0 the function returned only these columns.
         replace(

@@ -92,17 +92,84 @@ def _undefined_column() -> psycopg.Error:
 async def test_get_execution_on_an_extension_before_0_4_reads_the_old_columns() -> None:
     eid = uuid.UUID(int=1)
     base = (eid, "t", "q", "failed", 2, 0, AT, None, "E2", None, AT)
-    client, engine = client_with(_undefined_column(), [base])
+    client, engine = client_with(_undefined_column(), _undefined_column(), [base])
     assert await client.get_execution(eid) == ExecutionInfo(*base)
-    first, second = (sql for sql, _ in engine.executed)
-    assert "cancel_reason" in first
-    assert "cancel_reason" not in second
-    assert "FROM pgconductor.get_execution(" in second
+    newest, before_0_6, before_0_4 = (sql for sql, _ in engine.executed)
+    assert "parent_id, steps" in newest
+    assert "cancel_reason" in before_0_6
+    assert "parent_id" not in before_0_6
+    assert "cancel_reason" not in before_0_4
+    assert "FROM pgconductor.get_execution(" in before_0_4
+    await client.close()
+
+
+async def test_get_execution_reads_parent_and_steps_from_0_6() -> None:
+    eid, parent = uuid.UUID(int=1), uuid.UUID(int=2)
+    base = (
+        eid,
+        "t",
+        "q",
+        "sleeping",
+        0,
+        0,
+        AT,
+        None,
+        None,
+        None,
+        None,
+        3,
+        {},
+        AT,
+        None,
+        [],
+        None,
+    )
+    client, _ = client_with([(*base, parent, None)], [(*base, None, [{"key": "a"}])])
+    info = await client.get_execution(eid)
+    assert info is not None
+    assert (info.parent_id, info.steps) == (parent, [])
+    info = await client.get_execution(eid)
+    assert info is not None
+    assert info.steps == [{"key": "a"}]
+    await client.close()
+
+
+async def test_the_claim_reads_stored_steps_and_falls_back_before_0_6() -> None:
+    row = (uuid.UUID(int=1), "t", "q", "{}", 1, 3, 0, AT, None, 4)
+    client, engine = client_with([(*row, '{"a": {"seq": 0}}')], [(*row, None)])
+    (claimed,) = await client.get_executions(uuid.UUID(int=9), "q", None, 5)
+    assert claimed.steps == {"a": {"seq": 0}}
+    (claimed,) = await client.get_executions(uuid.UUID(int=9), "q", None, 5)
+    assert claimed.steps is None
+    assert all("steps::text" in sql for sql, _ in engine.executed)
+    await client.close()
+
+    old, engine = client_with(_undefined_column(), [row], [row])
+    for _ in range(2):
+        (claimed,) = await old.get_executions(uuid.UUID(int=9), "q", None, 5)
+        assert claimed.steps is None
+        assert claimed.lease == 4
+    assert ["steps::text" in sql for sql, _ in engine.executed] == [True, False, False]
+    await old.close()
+
+
+async def test_save_steps_and_emit_event_send_json() -> None:
+    client, engine = client_with([(uuid.UUID(int=1), "a", "saved")], [(17,)])
+    rows = await client.save_steps(
+        uuid.UUID(int=9), [uuid.UUID(int=1)], [2], ["a"], [0], [{"x": 1}]
+    )
+    assert rows == [(uuid.UUID(int=1), "a", "saved")]
+    assert engine.executed[0][1]["results"] == ['{"x":1}']
+    assert await client.emit_event("order.paid", None) == 17
+    assert engine.executed[1][1] == {"name": "order.paid", "payload": "{}"}
     await client.close()
 
 
 async def test_get_execution_raises_other_errors() -> None:
-    info = {DiagnosticField.SQLSTATE: b"42501", DiagnosticField.MESSAGE_PRIMARY: b"denied"}
+    info = {
+        DiagnosticField.SQLSTATE: b"42501",
+        DiagnosticField.MESSAGE_PRIMARY: b"denied",
+    }
     denied = pg_errors.InsufficientPrivilege("denied", info=info)  # type: ignore[arg-type]
     client, engine = client_with(denied)
     with pytest.raises(PgConductorError, match="denied"):
