@@ -29,7 +29,8 @@ from pgconductor.task import (
     seconds,
     settings_made_in_sql,
 )
-from pgconductor.types import TaskSpec
+from pgconductor.types import ExecutionInfo, TaskSpec
+from pgconductor.workflow import check_name
 
 __all__ = ["Backoff", "Conductor", "Task", "TaskContext"]
 
@@ -312,6 +313,35 @@ class Conductor:
         for args, options in _batches(key, bodies, queue, when, priority, keys, chunk_size):
             ids += client.invoke_batch_sync(*args, **options, conn=conn)
         return ids
+
+    async def get(self, execution_id: UUID) -> ExecutionInfo | None:
+        """Read one execution, live or finished: state, result, errors, times, workflow steps
+        (None for an unknown id)."""
+        return await self.client.get_execution(execution_id)
+
+    async def wait(
+        self,
+        execution_id: UUID,
+        *,
+        timeout: timedelta | float | None = None,
+        poll_interval: float = 1.0,
+    ) -> ExecutionInfo:
+        """Return the execution once it has ended (at once if it has); woken by NOTIFY, with a
+        poll every `poll_interval` s. Raises `NotFound`, or `TimeoutError` after `timeout`."""
+        from pgconductor.awaiting import wait_for_execution
+
+        return await wait_for_execution(
+            self.client, execution_id, timeout, poll_interval=poll_interval
+        )
+
+    async def emit(
+        self, name: str, payload: Any = None, *, conn: AsyncConnection | None = None
+    ) -> int:
+        """Emit event `name`: every `ctx.wait_for_event` on it whose `match` the payload
+        contains gets the payload. With `conn` it commits or rolls back with the caller.
+        Returns the event id."""
+        check_name(name, "event name")
+        return await self.client.emit_event(name, {} if payload is None else payload, conn=conn)
 
     async def close(self) -> None:
         """Close the database client this Conductor created (a caller's is left alone)."""

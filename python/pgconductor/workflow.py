@@ -118,7 +118,7 @@ class StoredStep:
             result=raw.get("result"),
             error=raw.get("error"),
             child_id=None if child is None else UUID(str(child)),
-            until=None if until is None else dt.datetime.fromisoformat(str(until)),
+            until=None if until in (None, "infinity") else dt.datetime.fromisoformat(str(until)),
         )
 
 

@@ -69,7 +69,10 @@ _CLAIMED = (
 )
 #: From 0.6.0 on a claimed row also carries its stored workflow steps (JSON text, or NULL).
 _CLAIMED_STEPS = f"{_CLAIMED}, steps::text"
-_INFO = "id, task_key, queue, state, attempts, priority, run_at, locked_by, last_error, result"
+#: A parked workflow with nothing to wake it has run_at 'infinity', which Python cannot hold:
+#: it is read as NULL.
+_RUN_AT = "CASE WHEN isfinite(run_at) THEN run_at END"
+_INFO = f"id, task_key, queue, state, attempts, priority, {_RUN_AT}, locked_by, last_error, result"
 
 CALLS: dict[str, Call] = {
     call.name: call
@@ -157,7 +160,7 @@ CALLS: dict[str, Call] = {
         _call(
             "list_executions",
             "state text, task_key text, queue text, limit integer, before uuid",
-            "id, task_key, queue, state, attempts, max_attempts, priority, run_at, created_at,"
+            f"id, task_key, queue, state, attempts, max_attempts, priority, {_RUN_AT}, created_at,"
             " finished_at, last_error",
         ),
         _call("retry_executions", "state text, task_key text, queue text, limit integer"),
