@@ -9,6 +9,7 @@ No traceback is shown for a database error, bad JSON, a refused connection or a 
 |---|---|
 | `cli` | the app, `invoke`, `status`, `cancel`, `schema ...` |
 | `cli_inspect` | `show`, `list`, `retry` |
+| `cli_workflow` | `wait`, the workflow part of `show` |
 | `worker_cli` | `worker start` |
 | `cli_common` | options, errors, the client, loading `--app` |
 """
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgconductor import cli_inspect
+from pgconductor import cli_inspect, cli_workflow
 from pgconductor.cli_common import (
     AppOption,
     Connection,
@@ -394,4 +395,5 @@ def _register_worker_commands() -> None:
 
 
 cli_inspect.register(app)
+cli_workflow.register(app)
 _register_worker_commands()

@@ -31,6 +31,7 @@ from pgconductor.cli_common import (
     parse_uuid,
     run_command,
 )
+from pgconductor.cli_workflow import workflow_lines
 
 if TYPE_CHECKING:
     from pgconductor.types import ExecutionInfo, ExecutionSummary
@@ -103,6 +104,7 @@ def format_execution(info: ExecutionInfo) -> list[str]:
         fields.append(("cancelled", info.cancel_reason))
     lines = [f"execution {info.id}"]
     lines += [f"  {name:<10} {value}" for name, value in fields]
+    lines += workflow_lines(info)
     errors = info.errors or (
         [{"attempt": info.attempts, "outcome": "last error", "error": info.last_error}]
         if info.last_error
