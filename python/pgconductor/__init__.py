@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         TaskSpec,
     )
     from pgconductor.worker import Worker
+    from pgconductor.workflow import ChildFailed, ChildTimedOut, NonDeterminism
 
 
 logging.getLogger("pgconductor").addHandler(logging.NullHandler())
@@ -88,6 +89,9 @@ _HOMES = {
     "TaskOverview": "pgconductor.types",
     "TaskSpec": "pgconductor.types",
     "Worker": "pgconductor.worker",
+    "ChildFailed": "pgconductor.workflow",
+    "ChildTimedOut": "pgconductor.workflow",
+    "NonDeterminism": "pgconductor.workflow",
 }
 
 
@@ -123,6 +127,8 @@ __all__ = [
     "SUPPORTED_EXTENSION_VERSIONS",
     "Backoff",
     "Cancelled",
+    "ChildFailed",
+    "ChildTimedOut",
     "ClaimedExecution",
     "Clock",
     "Conductor",
@@ -134,6 +140,7 @@ __all__ = [
     "Fatal",
     "InvalidInput",
     "InvalidState",
+    "NonDeterminism",
     "NotFound",
     "Orchestrator",
     "OrchestratorInfo",
