@@ -18,6 +18,10 @@ an `effect` row (its side effect) and returns. Payload keys, all optional:
 
 `chaos.sync` is the same contract for a plain (thread-run) handler that honours
 `ctx.cancel_event`: it loops until cancelled when its attempt is in `hang_on`.
+
+`chaos.flow` is a durable workflow (steps a, b, an optional child `chaos.flow_child`, a sleep,
+step c) whose step bodies append lines to the ledger file named by its payload; on a worker
+labelled `victim` it hangs between steps a and b (`hang_between`), and its child hangs.
 """
 
 from __future__ import annotations
@@ -124,6 +128,38 @@ def make_conductor(
             raise RuntimeError("stopped: the attempt was aborted")
         ledger.record_sync(ctx, "effect")
         return {"n": payload.get("n"), "by": label}
+
+    def note(path: str, line: str) -> str:
+        """Append one line to the workflow ledger file, on disk before returning."""
+        with open(path, "a", encoding="utf-8") as ledger_file:
+            ledger_file.write(line + "\n")
+            ledger_file.flush()
+            os.fsync(ledger_file.fileno())
+        return line
+
+    @app.task("chaos.flow", max_attempts=max_attempts, backoff=(0.05, 0.2))
+    async def flow(ctx: TaskContext, payload: dict[str, Any]) -> list[Any]:
+        path, me = payload["ledger"], str(ctx.execution_id)
+        a = await ctx.step("a", note, path, f"{me} step a")
+        note(path, f"{me} between {label}")
+        if payload.get("hang_between") and label == "victim":
+            await asyncio.sleep(3600)  # killed here: step a is stored, step b never ran
+        b = await ctx.step("b", note, path, f"{me} step b")
+        child = None
+        if payload.get("child"):
+            child = await ctx.invoke("child", "chaos.flow_child", {"ledger": path})
+        await ctx.sleep("nap", 0.05)
+        c = await ctx.step("c", note, path, f"{me} step c")
+        return [a, b, child, c]
+
+    @app.task("chaos.flow_child", max_attempts=max_attempts, backoff=(0.05, 0.2))
+    async def flow_child(ctx: TaskContext, payload: dict[str, Any]) -> str:
+        path, me = payload["ledger"], str(ctx.execution_id)
+        note(path, f"{me} child start {label}")
+        if label == "victim":
+            await asyncio.sleep(3600)  # killed here, while its parent waits for it
+        note(path, f"{me} child effect {label}")
+        return "child done"
 
     return app
 
