@@ -18,11 +18,12 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from sqlalchemy.engine import make_url
+
 from pgconductor.conductor import Conductor, TaskContext
 from pgconductor.errors import InvalidState
 from pgconductor.orchestrator import Orchestrator
 from pgtest import execute, libpq_url
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -80,7 +81,8 @@ async def test_client_invokes_and_a_worker_role_runs_it(
 
         await wait_until(done, timeout=15.0)
         info = await client.client.get_execution(execution_id)
-        assert info is not None and info.result == {"echo": 7}
+        assert info is not None
+        assert info.result == {"echo": 7}
     finally:
         await orchestrator.stop()
         await worker.close()
