@@ -48,7 +48,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv build install db-up db-down psql freeze check-frozen \
-        test test-sql test-isolation test-python test-e2e soak fuzz lint demo clean
+        test test-sql test-sql-only test-isolation test-python test-e2e soak fuzz lint demo clean
 
 # Targets that touch the database: their shared prerequisites.
 DB_PREREQS = deps install $(if $(DATABASE_URL),,db-up)
@@ -99,6 +99,9 @@ psql: ## open psql on the database (DATABASE_URL or the private cluster)
 
 test-sql: $(DB_PREREQS) ## run the pgTAP suite (tests/sql) with pg_prove on a fresh database
 	@scripts/test-sql.sh
+
+test-sql-only: $(DB_PREREQS) ## pgTAP and integration layers on plain-SQL installs (schema install --sql-only)
+	@scripts/test-sql-only.sh
 
 test-isolation: $(DB_PREREQS) ## run the isolation specs (tests/isolation) via PGXS installcheck
 	@scripts/test-isolation.sh

@@ -138,10 +138,15 @@ class SchemaManager:
         self.supported = supported
 
     async def installed(self) -> str | None:
-        """The installed version (the extension's, else a plain-SQL install's), or None."""
+        """The installed version (the extension's, else a plain-SQL install's), or None.
+
+        A plain-SQL install's is what `pgconductor.version()` says (from 0.5.0 on it reads
+        the install record for any member of the group roles, who may not read the table),
+        else the record itself (older versions' `version()` knows only `pg_extension`).
+        """
         found = await self.client.extension_version()
         if found is None and isinstance(self.client, SqlDatabaseClient):
-            found = await self.client.sql_install_version()
+            found = await self.client.version() or await self.client.sql_install_version()
         return found
 
     async def install(self, version: str | None = None, *, sql_only: bool = False) -> str | None:

@@ -11,6 +11,7 @@ offered as fixtures of the same names; the unit tests' fake client is in `fakes.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import sys
@@ -23,11 +24,15 @@ import pytest
 from psycopg import sql
 
 from pgconductor.db import RetryPolicy, SqlDatabaseClient
+from pgconductor.schema import SchemaManager
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import `fakes` and `pgtest`
 from pgtest import execute, libpq_url, wait_until, wait_until_sync, with_database
 
 _DB_DIRS = ("integration", "chaos", "upgrade")
+#: `make test-sql-only`: the template gets a plain-SQL install (managed Postgres) instead of
+#: CREATE EXTENSION.
+SQL_ONLY = os.environ.get("PGCONDUCTOR_TEST_SQL_ONLY") == "1"
 _counter = itertools.count(1)
 
 
@@ -82,9 +87,20 @@ def template_db(server_url: str) -> Iterator[str]:
     """Name of a session template database with the extension installed."""
     name = f"pgconductor_tpl_{os.getpid()}"
     url = _create_database(server_url, name)
-    execute(url, "CREATE EXTENSION pgconductor")
+    if SQL_ONLY:
+        asyncio.run(_install_sql_only(url))
+    else:
+        execute(url, "CREATE EXTENSION pgconductor")
     yield name
     _drop_database(server_url, name)
+
+
+async def _install_sql_only(url: str) -> None:
+    manager = SchemaManager(url)
+    try:
+        await manager.install(sql_only=True)
+    finally:
+        await manager.close()
 
 
 def _clone(server_url: str, template_db: str, label: str) -> Iterator[str]:

@@ -69,6 +69,8 @@ pool_mode = transaction
 default_pool_size = $pool
 max_client_conn = 500
 server_reset_query =
+; after a failed login to the server (a restart), refuse clients for 1 s, not the default 15
+server_login_retry = 1
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 EOF

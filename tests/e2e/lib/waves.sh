@@ -2,6 +2,7 @@
 # tests/e2e/lib/waves.sh: waves are batches of executions sent through the CLI.
 #
 #   send_wave TASK --count=N [--payload=JSON] [--priority=P] [--delay=S] [--queue=Q]
+#             [--database-url=URL]   (the CLI's, e.g. a pooler's; default DATABASE_URL)
 #   last_execution_id            the id printed by the last send_wave --count=1
 #   wait_for_wave_completion [--timeout=30s] [--task=T]
 #                                until no live (pending or running) execution is left
@@ -33,6 +34,7 @@ send_wave() {
       --priority=*) args+=(--priority "${arg#*=}") ;;
       --delay=*) args+=(--delay "$(e2e_seconds "${arg#*=}")") ;;
       --queue=*) queue=${arg#*=}; args+=(--queue "$queue") ;;
+      --database-url=*) args+=(--database-url "${arg#*=}") ;;
       *) e2e_fail "send_wave: unknown option $arg" ;;
     esac
   done

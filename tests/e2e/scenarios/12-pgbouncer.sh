@@ -26,10 +26,7 @@ setup_tower listener --concurrency=8 --stale-after=3s --env="DATABASE_URL=$poole
 setup_tower poller --concurrency=8 --stale-after=3s --env="DATABASE_URL=$pooled" \
   --env="E2E_LEDGER_URL=$direct"
 
-# through_pooler CMD...: CMD with the scenario's DATABASE_URL pointing at the pooler.
-through_pooler() { DATABASE_URL=$pooled "$@"; }
-
-through_pooler send_wave hello --count=400 --payload='{"wave":"a","sleep":0.2}'
+send_wave hello --count=400 --payload='{"wave":"a","sleep":0.2}' --database-url="$pooled"
 wait_for "SELECT count(DISTINCT tower) = 2 FROM e2e.ledger WHERE kind = 'effect'" --timeout=20s \
   --what="both towers at work"
 wait_for "SELECT count(*) = 1 FROM pg_stat_activity
@@ -45,11 +42,12 @@ fi
 wait_for "SELECT count(*) > 0 FROM pgconductor.executions e JOIN pgconductor.orchestrators o ON o.id = e.locked_by
            WHERE o.info->>'pid' = '$(tower_pid poller)'" --timeout=10s --what="jobs running on the poller"
 kill_tower poller
-through_pooler send_wave hello-sync --count=60 --priority=-1 --payload='{"wave":"b","sleep":0.01}'
+send_wave hello-sync --count=60 --priority=-1 --payload='{"wave":"b","sleep":0.01}' \
+  --database-url="$pooled"
 wait_for_wave_completion --timeout=60s
 start_tower poller
 # 200 x 0.1 s on 8 slots is 2.5 s for one tower: the restarted poller's first polls find work.
-through_pooler send_wave hello --count=200 --payload='{"wave":"c","sleep":0.1}'
+send_wave hello --count=200 --payload='{"wave":"c","sleep":0.1}' --database-url="$pooled"
 wait_for_wave_completion --timeout=30s
 
 assert_all_completed
