@@ -83,9 +83,7 @@ class Pools:
     subjects: tuple[Subject, ...]
     task_keys: tuple[str, ...]
     queues: tuple[str, ...]
-    execution_ids: tuple[str, ...]
     orchestrator_ids: tuple[str, ...]
-    leases: tuple[int, ...]
 
 
 def _column(conn: Any, query: str) -> tuple[Any, ...]:
@@ -120,13 +118,5 @@ def load_pools(conn: Any) -> Pools:
             " UNION SELECT task_key FROM pgconductor.finished_executions ORDER BY 1",
         ),
         queues=tuple(sorted(set(queues) | derived | set(relation_names))),
-        execution_ids=_column(
-            conn,
-            "SELECT id::text FROM pgconductor.executions"
-            " UNION SELECT id::text FROM pgconductor.finished_executions ORDER BY 1",
-        ),
         orchestrator_ids=_column(conn, "SELECT id::text FROM pgconductor.orchestrators ORDER BY 1"),
-        leases=tuple(
-            sorted(set(_column(conn, "SELECT DISTINCT lease FROM pgconductor.executions")) | {0, 1})
-        ),
     )
