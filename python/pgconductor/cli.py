@@ -357,13 +357,29 @@ def schema_upgrade(
             show_default=False,
         ),
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            metavar="SECONDS",
+            help="Before a breaking update: how long to wait for older orchestrators to stop.",
+        ),
+    ] = 60.0,
     app: AppOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """ALTER EXTENSION pgconductor UPDATE to a supported version."""
+    """ALTER EXTENSION pgconductor UPDATE to a supported version.
+
+    A breaking update first asks the orchestrators of older packages to stop and waits for
+    them (--timeout); a non-breaking one applies while workers keep running.
+    """
     from pgconductor.schema import SchemaManager
 
-    version = run_command(app, database_url, lambda c: SchemaManager(_schema_client(c)).upgrade(to))
+    version = run_command(
+        app,
+        database_url,
+        lambda c: SchemaManager(_schema_client(c)).upgrade(to, timeout=timeout),
+    )
     typer.echo(f"pgconductor extension is at {version}")
 
 

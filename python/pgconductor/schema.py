@@ -13,6 +13,7 @@ order, each recorded. The extension's files are not used and `pg_extension` stay
 
 from __future__ import annotations
 
+import logging
 import re
 from importlib import resources
 
@@ -23,6 +24,7 @@ from pgconductor import __version__
 from pgconductor.db import SqlDatabaseClient
 from pgconductor.errors import ExtensionMissing, InvalidInput, InvalidState, VersionMismatch
 from pgconductor.protocol import SchemaClient
+from pgconductor.upgrade import UpgradeClient, breaking_steps, stop_older_orchestrators
 
 __all__ = [
     "PACKAGE_VERSION",
@@ -32,6 +34,8 @@ __all__ = [
     "refuse_downgrade",
     "update_chain",
 ]
+
+_log = logging.getLogger("pgconductor.upgrade")
 
 #: Extension versions this Python package can drive.
 SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = (
@@ -165,16 +169,20 @@ class SchemaManager:
         await client.run_sql_scripts(scripts, create_schema=True)
         return await self.installed()
 
-    async def upgrade(self, to: str | None = None) -> str | None:
+    async def upgrade(self, to: str | None = None, *, timeout: float = 60.0) -> str | None:
         """`ALTER EXTENSION pgconductor UPDATE TO` `to` (default: the newest supported).
 
-        A `to` older than the installed version is refused (`refuse_downgrade`).
+        A `to` older than the installed version is refused (`refuse_downgrade`). A breaking
+        update on the way (`pgconductor.upgrade`) first stops the orchestrators of older
+        packages and waits up to `timeout` seconds until none is live; a non-breaking one
+        applies while they keep running.
         """
         installed = await self.installed()
         if installed is None:
             raise self._missing()
         target = to or max(self.supported, key=_version_key)
         refuse_downgrade(installed, target)
+        await self._stop_older_orchestrators(installed, target, timeout)
         if isinstance(self.client, SqlDatabaseClient) and installed != (
             await self.client.extension_version()
         ):  # a plain-SQL install: the same update scripts, run by the package
@@ -204,6 +212,23 @@ class SchemaManager:
         else:
             hint = "upgrade the Python package: pip install --upgrade pgconductor"
         raise VersionMismatch(message, hint=hint)
+
+    async def _stop_older_orchestrators(self, installed: str, target: str, timeout: float) -> None:
+        """Before a breaking update: stop the older packages' orchestrators (`upgrade.py`)."""
+        try:
+            steps = breaking_steps(update_chain(installed, target)) if installed != target else []
+        except InvalidInput:  # only the server's extension files know this path
+            _log.warning(
+                "pgconductor %s -> %s: no update script in this package: cannot tell whether "
+                "it is breaking",
+                installed,
+                target,
+            )
+            return
+        if steps:
+            if not isinstance(self.client, UpgradeClient):
+                raise TypeError("a breaking upgrade needs a client that can stop orchestrators")
+            await stop_older_orchestrators(self.client, steps, timeout=timeout)
 
     def _plain_sql_client(self) -> SqlDatabaseClient:
         if not isinstance(self.client, SqlDatabaseClient):
