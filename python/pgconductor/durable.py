@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from uuid import UUID
 
 from pgconductor.encoding import to_json
@@ -84,7 +84,13 @@ class DurableContext:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def step(self, name: str, fn: Callable[..., Awaitable[T] | T], *args: Any) -> Awaitable[T]:
+    @overload
+    def step(self, name: str, fn: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]: ...
+
+    @overload
+    def step(self, name: str, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         """Run `fn(*args)` once per execution and return its JSON result (stored).
 
         A replay returns the stored result without running `fn`. A sync `fn` runs on a thread.

@@ -49,6 +49,9 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, kind) DO NOTHING
 """
 
+#: A workflow step's side effect (table e2e.steps, created by the workflow scenarios).
+STEP_INSERT = "INSERT INTO e2e.steps (execution_id, key, tower, pid) VALUES (%s, %s, %s, %s)"
+
 conductor = Conductor()
 
 
@@ -82,7 +85,7 @@ class AsyncLedger:
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots: asyncio.Semaphore | None = None
 
-    async def _write(self, row: tuple[Any, ...]) -> None:
+    async def _write(self, row: tuple[Any, ...], statement: str = INSERT) -> None:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._size)
         deadline = time.monotonic() + LEDGER_DEADLINE
@@ -95,7 +98,7 @@ class AsyncLedger:
                         conn = await psycopg.AsyncConnection.connect(
                             _database_url(), autocommit=True, connect_timeout=5
                         )
-                    await conn.execute(INSERT, row)
+                    await conn.execute(statement, row)
                     self._idle.append(conn)
                     return
                 except psycopg.OperationalError:
@@ -105,6 +108,10 @@ class AsyncLedger:
                         raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def record_step(self, ctx: TaskContext, key: str) -> None:
+        """One row in `e2e.steps` (made by the workflow scenarios): a step's side effect."""
+        await self._write((ctx.execution_id, key, TOWER, PID), STEP_INSERT)
 
     async def record(self, row: tuple[Any, ...]) -> bool:
         """Write one row; a cancel arriving meanwhile waits for the write, then re-raises.
@@ -251,3 +258,49 @@ async def _assault(ctx: TaskContext, payload: Any) -> Any:
 for _i in range(1, ASSAULT_QUEUES + 1):
     # One task per queue: a worker runs only the tasks registered for its queue.
     conductor.task(f"assault-{_i}", queue=f"assault-{_i}", max_attempts=25)(_assault)
+
+
+async def _finish(ctx: TaskContext, payload: Any, **extra: Any) -> Any:
+    """The ledger rows of a workflow's last run (a run that suspends writes none: it has
+    not ended), and its result naming that run."""
+    run_id = uuid.uuid4()
+    await ledger.record(_row(run_id, "start", ctx, payload))
+    with contextlib.suppress(asyncio.CancelledError):
+        await ledger.record(_row(run_id, "effect", ctx, payload))
+    return {**_result(run_id, ctx), **extra}
+
+
+async def _step_effect(ctx: TaskContext, key: str, pause: float) -> str:
+    await asyncio.sleep(pause)
+    await ledger.record_step(ctx, key)
+    return f"{key} by {TOWER}"
+
+
+@conductor.task("workflow", max_attempts=25)
+async def workflow(ctx: TaskContext, payload: Any) -> Any:
+    """Five durable steps (each records its side effect in e2e.steps) with a durable sleep
+    after the third: every run after a suspension or a crash replays the stored steps."""
+    pause = _sleep_of(payload, 0.05)
+    done: list[str] = []
+    for n in range(1, 6):
+        done.append(await ctx.step(f"step-{n}", _step_effect, ctx, f"step-{n}", pause))
+        if n == 3:
+            await ctx.sleep("breather", 0.2)
+    return await _finish(ctx, payload, steps=done)
+
+
+@conductor.task("fan-parent", max_attempts=25)
+async def fan_parent(ctx: TaskContext, payload: Any) -> Any:
+    """Fans out `children` (default 500) children, half in queue fan-a and half in fan-b,
+    in one suspension, and joins them."""
+    half = int(payload.get("children", 500)) // 2 if isinstance(payload, dict) else 250
+    a, b = await ctx.gather(
+        ctx.invoke_many("a", "fan-child-a", [{"i": i} for i in range(half)]),
+        ctx.invoke_many("b", "fan-child-b", [{"i": i} for i in range(half)]),
+    )
+    towers = sorted({r["tower"] for r in [*a, *b]})
+    return await _finish(ctx, payload, children=len(a) + len(b), child_towers=towers)
+
+
+conductor.task("fan-child-a", queue="fan-a", max_attempts=25)(_assault)
+conductor.task("fan-child-b", queue="fan-b", max_attempts=25)(_assault)
