@@ -59,7 +59,10 @@ class WorkerStats:
 
     fetches: int = 0
     claimed: int = 0
+    #: Handlers that ended with a result to report, but for the released ones.
     finished: int = 0
+    #: Executions given back at a stop (aborted handlers, rows claimed while stopping).
+    released: int = 0
     flushed: int = 0
     stale: int = 0
     abandoned: int = 0
@@ -252,9 +255,10 @@ class Worker(Service):
             self._pool.close()
         self._drained.set()
         self.log.info(
-            "%s: stopped (%d finished, %d flushed, %d stale, %d abandoned)",
+            "%s: stopped (%d finished, %d released, %d flushed, %d stale, %d abandoned)",
             self.name,
             self.stats.finished,
+            self.stats.released,
             self.stats.flushed,
             self.stats.stale,
             self.stats.abandoned,
@@ -325,6 +329,7 @@ class Worker(Service):
     def _start_all(self, claimed: list[ClaimedExecution]) -> None:
         self.stats.claimed += len(claimed)
         if self._stopping:  # claimed while stopping: hand them straight back
+            self.stats.released += len(claimed)
             for row in claimed:
                 self._push(ExecutionResult(row.id, row.lease, ResultStatus.RELEASED), row)
             return
@@ -371,7 +376,10 @@ class Worker(Service):
                 claimed.id, claimed.lease, ResultStatus.FAILED, error=error_text(exc)
             )
         finally:
-            self.stats.finished += 1
+            if result is not None and result.status is ResultStatus.RELEASED:
+                self.stats.released += 1
+            else:
+                self.stats.finished += 1
             if self._running.get(claimed.id) is execution:
                 del self._running[claimed.id]
                 if result is not None:

@@ -269,6 +269,7 @@ async def test_stop_releases_only_after_the_handler_stopped(
     make_worker: Callable[..., Worker],
     gate: Gate,
     wait_until: WaitUntil,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """G5: the released result is sent after the handler's own cleanup has run."""
     row = claimed("gated")
@@ -283,10 +284,13 @@ async def test_stop_releases_only_after_the_handler_stopped(
     worker = make_worker(grace_period=0.02, abort_grace=5.0)
     await worker.start()
     await wait_until(lambda: gate.running == 1)
-    await worker.stop()
+    with caplog.at_level(logging.INFO, logger="pgconductor.worker"):
+        await worker.stop()
     assert flushed(fake)[0].status is ResultStatus.RELEASED
     assert finished_at_flush == [True]
     assert worker.abandoned == 0
+    assert (worker.stats.finished, worker.stats.released) == (0, 1)
+    assert any("stopped (0 finished, 1 released," in r.getMessage() for r in caplog.records)
 
 
 async def test_stop_waits_the_grace_period_for_handlers(
@@ -408,6 +412,7 @@ async def test_rows_claimed_during_stop_are_released(
     answer.set()
     await stopping
     assert [(r.id, r.status) for r in flushed(fake)] == [(late.id, ResultStatus.RELEASED)]
+    assert (worker.stats.finished, worker.stats.released) == (0, 1)
 
 
 async def test_drain_does_not_stop_while_handlers_run(
