@@ -19,7 +19,7 @@ from pgconductor.conductor import Conductor, TaskContext
 from pgconductor.db import to_sqlalchemy_url
 from pgconductor.errors import InvalidInput, NotFound
 from pgconductor.orchestrator import Orchestrator
-from pgconductor.workflow import ChildFailed
+from pgconductor.workflow import ChildFailed, ChildTimedOut
 
 
 @pytest.fixture
@@ -215,3 +215,71 @@ async def test_wait_returns_an_ended_execution_and_times_out_or_refuses(
         await conductor.wait(uuid.uuid4(), timeout=5)
     with pytest.raises(InvalidInput, match="event name"):
         await conductor.emit("", {})
+
+
+async def _wait_state(conductor: Conductor, execution_id: uuid.UUID, state: str) -> None:
+    for _ in range(300):
+        info = await conductor.get(execution_id)
+        if info is not None and info.state == state:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{execution_id} never reached {state}: {info}")
+
+
+async def test_cancelling_a_parked_parent_ends_it_at_once_and_cancels_its_children(
+    conductor: Conductor, start: Any
+) -> None:
+    child_started = asyncio.Event()
+
+    @conductor.task("forever-child")
+    async def forever(ctx: TaskContext, payload: Any) -> None:
+        child_started.set()
+        await asyncio.sleep(3600)
+
+    @conductor.task("waiting-parent")
+    async def waiting(ctx: TaskContext, payload: Any) -> Any:
+        return await ctx.invoke("child", forever, {})
+
+    @conductor.task("sleeping")
+    async def sleeping(ctx: TaskContext, payload: Any) -> None:
+        await ctx.sleep("long", dt.timedelta(hours=1))
+
+    await start()
+    sleeper = await conductor.invoke("sleeping")
+    parent = await conductor.invoke("waiting-parent")
+    await _wait_state(conductor, sleeper, "sleeping")
+    await _wait_state(conductor, parent, "waiting_for_children")
+    await asyncio.wait_for(child_started.wait(), 10)
+
+    assert await conductor.client.cancel(sleeper, "no longer needed") == "cancelled"
+    assert (await conductor.wait(sleeper, timeout=5)).state == "cancelled"
+    await conductor.client.cancel(parent, "order withdrawn")
+    assert (await conductor.wait(parent, timeout=10)).state == "cancelled"
+    info = await conductor.get(parent)
+    assert info is not None
+    child_id = uuid.UUID(info.steps[0]["child_id"])
+    assert (await conductor.wait(child_id, timeout=10)).state == "cancelled"
+
+
+async def test_a_child_past_the_parents_timeout_raises_child_timed_out(
+    conductor: Conductor, start: Any
+) -> None:
+    @conductor.task("slow-child")
+    async def slow(ctx: TaskContext, payload: Any) -> None:
+        await asyncio.sleep(3600)
+
+    @conductor.task("impatient")
+    async def impatient(ctx: TaskContext, payload: Any) -> Any:
+        try:
+            await ctx.invoke("slow", slow, {}, timeout=0.5)
+        except ChildTimedOut as exc:
+            return {"timed_out": exc.state, "child": str(exc.child_id)}
+        return "not reached"
+
+    await start()
+    execution_id = await conductor.invoke("impatient")
+    info = await conductor.wait(execution_id, timeout=30)
+    assert info.state == "completed", info.last_error
+    assert info.result["timed_out"] == "timed_out"
+    child = await conductor.wait(uuid.UUID(info.result["child"]), timeout=10)
+    assert child.state == "cancelled"
