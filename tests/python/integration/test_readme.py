@@ -137,10 +137,19 @@ def test_readme_snippets_run_in_order(bare_db_url: str, tmp_path: Path) -> None:
     assert re.search(r"^execution [0-9a-f-]{36}$", output, re.MULTILINE), output
     assert "retried 0 failed executions of task 'send-email'" in output
     # what the snippets made is in the database: 1004 from psql (4 invokes and a batch of
-    # 1000), 1001 from the command line
+    # 1000), 1001 from the command line, and the checkout workflow with its e-mail child
     total = execute(
         bare_db_url,
         "SELECT (SELECT count(*) FROM pgconductor.executions)"
         " + (SELECT count(*) FROM pgconductor.finished_executions)",
     )[0][0]
-    assert total == 1004 + 1001
+    assert total == 1004 + 1001 + 2
+    # the workflow ran every step: charged once, slept, sent the receipt, got the event
+    checkout = execute(
+        bare_db_url,
+        "SELECT state, result->>'carrier', result->'receipt'->>'sent_to',"
+        " (SELECT count(*) FROM pgconductor.steps s"
+        "   WHERE s.execution_id = f.id AND s.state = 'done')"
+        " FROM pgconductor.finished_executions f WHERE task_key = 'checkout'",
+    )
+    assert checkout == [("completed", "DHL", "ada@example.com", 4)]
