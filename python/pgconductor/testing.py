@@ -39,8 +39,10 @@ from pgconductor.conductor import Conductor, Task, TaskContext
 from pgconductor.db import SqlDatabaseClient, to_sqlalchemy_url
 from pgconductor.errors import NotFound, PgConductorError
 from pgconductor.executor import execute
+from pgconductor.steps import StepWriter
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus
 from pgconductor.worker import Worker
+from pgconductor.workflow import DurableRun
 
 if TYPE_CHECKING:
     from pgconductor.protocol import DatabaseClient
@@ -71,8 +73,9 @@ class Ran:
     """What one in-process attempt did: SQL's outcome and the execution as it is now.
 
     `outcome` is what `return_executions` answered (completed, retry_scheduled, failed,
-    rescheduled, cancelled); `state` is the execution's state afterwards (completed, failed,
-    cancelled, or pending when it will run again).
+    rescheduled, cancelled, and for a workflow that waits suspended or resumed); `state` is
+    the execution's state afterwards (completed, failed, cancelled, pending when it will run
+    again, or sleeping / waiting_for_children / waiting_for_event).
     """
 
     id: UUID
@@ -127,7 +130,19 @@ async def _run_one(conductor: Conductor, execution_id: UUID) -> Ran:
             mine.max_attempts,
             extra=conductor.context,
         )
-        result = await execute(task, mine, ctx)
+        steps = StepWriter(client, orchestrator_id, interval=0.0)
+        ctx._run = DurableRun(
+            mine.id,
+            mine.lease,
+            mine.steps,
+            saver=steps,
+            tasks=conductor.tasks,
+            clock=conductor.clock,
+        )
+        try:
+            result = await execute(task, mine, ctx)
+        finally:
+            await steps.close()
         if result is None:  # only a lost lease gives none, and nothing here loses one
             raise PgConductorError(f"execution {execution_id} reported no result")
         [outcome] = await client.return_executions(orchestrator_id, [result])

@@ -121,3 +121,35 @@ async def test_run_inline_fatal_and_drain(fresh_db_url: str) -> None:
             await run_execution(conductor, ids[0].__class__(int=1))
     assert sorted(seen) == ["a", "b", "c", "fatal"]
     assert os.environ.get("DATABASE_URL")  # conftest's server, not the plugin's option
+
+
+async def test_run_inline_runs_a_workflow_one_run_at_a_time(fresh_db_url: str) -> None:
+    name = execute(fresh_db_url, "SELECT current_database()")[0][0]
+    execute(fresh_db_url, f'ALTER DATABASE "{name}" SET pgconductor.test_clock = on')
+    clock = DatabaseClock(fresh_db_url)
+    conductor = Conductor(clock=clock)
+    charged: list[int] = []
+
+    def charge(amount: int) -> int:
+        charged.append(amount)
+        return amount
+
+    @conductor.task("checkout")
+    async def checkout(ctx: TaskContext, payload: Any) -> Any:
+        total = await ctx.step("charge", charge, payload["amount"])
+        await ctx.sleep("cool-down", timedelta(minutes=1))
+        return {"charged": total}
+
+    async with connected(conductor, fresh_db_url):
+        ran = await run_inline(conductor, checkout, {"amount": 5})
+        assert (ran.outcome, ran.state, ran.attempts) == ("suspended", "sleeping", 0)
+        with pytest.raises(Exception, match="is not due"):
+            await run_execution(conductor, ran.id)
+        clock.advance(61)
+        again = await run_execution(conductor, ran.id)
+        assert (again.outcome, again.state, again.result) == (
+            "completed",
+            "completed",
+            {"charged": 5},
+        )
+    assert charged == [5]
