@@ -12,6 +12,9 @@
 | it stopped after `Abort.SHUTDOWN`              | `released` (the attempt is not counted)  |
 | it stopped after `Abort.CANCEL`                | `failed`, "cancelled" (SQL: `cancelled`) |
 | it stopped after `Abort.LEASE_LOST`            | nothing: the lease is gone               |
+| a durable call waits (sleep, child, event)     | `suspend` with the plan (see workflow.py)|
+| a workflow step's write was stale              | nothing: the lease is gone               |
+| a replay met another step than was stored      | `fatal` naming both (whatever it raised) |
 
 After an abort, whatever the handler raised (`Cancelled` from `ctx.raise_if_cancelled()`,
 `Fatal`, anything) the abort decides. A handler that returns normally after an abort has
