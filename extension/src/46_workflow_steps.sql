@@ -171,8 +171,10 @@ BEGIN
             INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, parent_id, parent_step)
             SELECT i.child_id, i.task, i.queue, i.payload, v_now, i.priority, p_id, i.key FROM input AS i;
             PERFORM pg_notify('pgconductor_invoke', q) FROM unnest(v_queues) AS q;
-            v_waiting := CASE WHEN EXISTS (SELECT 1 FROM pgconductor.steps AS s WHERE s.execution_id = p_id
-                                              AND s.kind = 'child' AND s.state = 'waiting') THEN 'children' END;
+            -- The deadline stored when the children were first awaited holds: a replay's new
+            -- plan (its own now + timeout) does not push it back.
+            SELECT CASE WHEN count(*) > 0 THEN 'children' END, min(s.until) INTO v_waiting, v_wake
+              FROM pgconductor.steps AS s WHERE s.execution_id = p_id AND s.kind = 'child' AND s.state = 'waiting';
         ELSE
             IF v_key IS NULL OR char_length(v_step ->> 'name') NOT BETWEEN 1 AND 200
                OR jsonb_typeof(coalesce(v_step -> 'match', '{}')) <> 'object' THEN
@@ -199,8 +201,8 @@ BEGIN
                             pgconductor._match_key(coalesce(v_step -> 'match', '{}')));
                 END IF;
             END IF;
-            v_waiting := CASE WHEN EXISTS (SELECT 1 FROM pgconductor.steps AS s WHERE s.execution_id = p_id
-                                              AND s.key = v_key AND s.state = 'waiting') THEN 'event' END;
+            SELECT 'event', s.until INTO v_waiting, v_wake  -- the stored deadline holds (see above)
+              FROM pgconductor.steps AS s WHERE s.execution_id = p_id AND s.key = v_key AND s.state = 'waiting';
         END IF;
     EXCEPTION WHEN invalid_parameter_value OR data_exception OR check_violation OR program_limit_exceeded THEN
         outcome := 'failed';

@@ -7,7 +7,7 @@
 -- an emit reads about as many buffers with 10k waits of other matches as with none.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(13);
+SELECT plan(14);
 SET pgconductor.fake_now = '2026-05-01 10:00:00+00';
 SELECT pgconductor.heartbeat('00000000-0000-0000-0000-00000000000a');
 
@@ -50,6 +50,14 @@ SELECT count(*) FROM pgconductor.get_executions('nothing', '00000000-0000-0000-0
 SELECT row_eq(format($$SELECT s.state, s.result, e.waiting FROM pgconductor.steps AS s JOIN pgconductor.executions AS e ON e.id = s.execution_id
                        WHERE s.execution_id = %L$$, :'c11'),
               ROW('timed_out'::text, NULL::jsonb, NULL::text), 'past its deadline the wait times out and the execution wakes');
+
+-- A replay that reaches a wait still pending keeps its first deadline.
+SELECT pgconductor.invoke('checkout-12', '{"order": 12}') AS c12 \gset
+SELECT pg_temp.wait_for('checkout-12', 'paid', '{"order_id": 12}', '2026-05-01 12:00:00+00');
+UPDATE pgconductor.executions SET waiting = NULL, run_at = pgconductor._now() WHERE id = :'c12';  -- as if re-run early
+SELECT pg_temp.wait_for('checkout-12', 'paid', '{"order_id": 12}', '2026-05-01 13:00:00+00');
+SELECT is((SELECT run_at FROM pgconductor.executions WHERE id = :'c12'), '2026-05-01 12:00:00+00'::timestamptz,
+          'a replay''s later deadline does not push back the first');
 
 -- Cancelling a parked execution.
 SELECT is(pgconductor.cancel(:'c9'), 'cancelled', 'cancelling a parked execution ends it at once');
