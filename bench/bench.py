@@ -1,6 +1,6 @@
 """pgconductor benchmark, side by side with its peers, on one PostgreSQL server.
 
-    python bench.py --mode quick|full [--only enqueue,backlog,drain,latency,xmin,profile]
+    python bench.py --mode quick|full [--only enqueue,backlog,drain,latency,workflow,xmin,profile]
 
 Run by bench/run.sh (`make bench`, `make bench-quick`), which starts the benchmark cluster,
 installs the extension and this venv first. Sections (docs in bench/README.md):
@@ -11,6 +11,8 @@ installs the extension and this venv first. Sections (docs in bench/README.md):
             processes; pgqueuer and procrastinate at the shared harness's configs
   latency   enqueue -> handler start with an idle worker, p50/p95/p99
   xmin      drain with a REPEATABLE READ snapshot held open: throughput and dead tuples
+  workflow  durable workflows vs DBOS Transact: 10-step workflows/s, one-step latency,
+            fan-out of 1,000 children and the join, statements (round trips) per workflow
   profile   pg_stat_statements and a py-spy profile of one pgconductor worker during a drain
 Every section appends to results/results-<mode>.json; the report (REPORT.md for full,
 REPORT-quick.md for quick) and the plots are written from it at the end.
@@ -63,6 +65,10 @@ MODES: dict[str, dict[str, Any]] = {
         "enqueue_s": 1.5,
         "xmin_n": 10_000,
         "profile_n": 10_000,
+        "wf_n": 2_000,  # 10-step workflows per throughput run
+        "wf_latency": 100,
+        "fanout_n": 1_000,
+        "fanout_repeats": 1,
     },
     "full": {
         "drain_n": 100_000,
@@ -74,6 +80,10 @@ MODES: dict[str, dict[str, Any]] = {
         "enqueue_s": 4.0,
         "xmin_n": 100_000,
         "profile_n": 100_000,
+        "wf_n": 10_000,
+        "wf_latency": 300,
+        "fanout_n": 1_000,
+        "fanout_repeats": 3,
     },
 }
 
@@ -578,11 +588,15 @@ class _Starts(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
+        self.extra: dict[str, list[float]] = {}  # every time of the datagram (workflows)
         self.waiting: dict[str, asyncio.Future[float]] = {}
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        seq, ts = data.decode().split()
+        seq, ts, *more = data.decode().split()
+        if seq in self.seen:  # a replayed handler sends again: the first one counts
+            return
         self.seen[seq] = float(ts)
+        self.extra[seq] = [float(ts), *(float(x) for x in more)]
         fut = self.waiting.pop(seq, None)
         if fut is not None and not fut.done():
             fut.set_result(float(ts))
@@ -599,12 +613,19 @@ class _Starts(asyncio.DatagramProtocol):
 
 
 async def _latency_loop(
-    system: systems.System, jobs: int, warmup: int, sock: Any, gap: tuple[float, float]
+    system: systems.System,
+    jobs: int,
+    warmup: int,
+    sock: Any,
+    gap: tuple[float, float],
+    extra: dict[str, list[float]] | None = None,
 ) -> tuple[list[float], list[float], int]:
     import random
 
     loop = asyncio.get_running_loop()
     transport, starts = await loop.create_datagram_endpoint(_Starts, sock=sock)
+    if extra is not None:
+        starts.extra = extra
     call_ms, ret_ms, missing = [], [], 0
     try:
         async with system.enqueuer() as enq:
@@ -875,6 +896,7 @@ def section_env(res: Results) -> None:
             "uvloop",
             "sqlalchemy",
             "pgconductor",
+            "dbos",
         )
     }
     ext = sql(
@@ -905,7 +927,13 @@ def section_env(res: Results) -> None:
     )
 
 
-SECTIONS = ["enqueue", "backlog", "drain", "latency", "xmin", "profile"]
+def section_workflow(res: Results, m: dict[str, Any]) -> None:
+    import workflows
+
+    workflows.section(res, m)
+
+
+SECTIONS = ["enqueue", "backlog", "drain", "latency", "workflow", "xmin", "profile"]
 
 
 def main() -> None:
@@ -919,7 +947,7 @@ def main() -> None:
     res = Results(args.mode)
     if not args.report_only:
         t0 = time.perf_counter()
-        for s in ("pgconductor", "pgqueuer", "procrastinate"):
+        for s in ("pgconductor", "pgqueuer", "procrastinate", "pgconductor-wf", "dbos"):
             asyncio.run(systems.get(s).install())
         section_env(res)
         only = args.only.split(",")

@@ -1,4 +1,5 @@
-"""One adapter per measured system: pgconductor and its peers (pgqueuer, procrastinate).
+"""One adapter per measured system: pgconductor and its peers (pgqueuer, procrastinate; for
+durable workflows, pgconductor's workflows and DBOS Transact).
 
 Every adapter knows its database, how to install its schema, empty it, bulk-enqueue N no-op
 jobs (not timed), tell whether any job is still unfinished, verify that all N completed,
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 import psycopg
 from common import url
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
 REC_ADDR = os.environ.get("BENCH_REC_ADDR")  # "host:port" of the latency client
 _rec_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if REC_ADDR else None
 
@@ -412,11 +414,202 @@ class _ProcEnqueuer:
         await self.system.noop.batch_defer_async(*([{}] * k))
 
 
+# ------------------------------------------------------------------------------------------
+# Durable workflows: pgconductor's `wf10` and its peer, DBOS Transact (bench/dbos_app.py).
+# enqueue_bulk(n) makes n 10-step workflows; `kind` picks another workflow of the section.
+
+WF_STEPS = 10
+
+
+class PgcWorkflow(PgConductor):
+    """pgconductor's durable workflows (bench_app.py, queue `bench_wf`)."""
+
+    name = "pgconductor-wf"
+    queue = "bench_wf"
+    remaining_sql = "select exists(select 1 from pgconductor.executions where queue = 'bench_wf')"
+
+    async def install(self) -> None:
+        await super().install()
+        await _sql(
+            self.db,
+            *(
+                f"select pgconductor.register_task('{t}', '{self.queue}')"
+                for t in ("wf10", "wf1", "child", "fanout")
+            ),
+        )
+
+    async def reset(self) -> None:
+        await _sql(
+            self.db,
+            "truncate pgconductor.executions, pgconductor.finished_executions,"
+            " pgconductor.signals, pgconductor.orchestrators, pgconductor.steps",
+        )
+
+    async def enqueue_bulk(self, n: int) -> None:
+        async with await psycopg.AsyncConnection.connect(url(self.db), autocommit=True) as conn:
+            for lo in range(0, n, 5000):
+                k = min(5000, n - lo)
+                await conn.execute(
+                    "select count(*) from pgconductor.invoke_batch('wf10',"
+                    " array_fill(jsonb_build_object('n', %s::int), array[%s]), %s)",
+                    (WF_STEPS, k, self.queue),
+                )
+
+    async def verify(self, n: int, cfg: dict[str, Any]) -> tuple[bool, str]:
+        live = (await _rows(self.db, "select count(*) from pgconductor.executions"))[0][0]
+        states = dict(
+            await _rows(
+                self.db, "select state, count(*) from pgconductor.finished_executions group by 1"
+            )
+        )
+        results = dict(
+            await _rows(
+                self.db,
+                "select result::text, count(*) from pgconductor.finished_executions group by 1",
+            )
+        )
+        want = str(sum(range(WF_STEPS)))
+        ok = live == 0 and states == {"completed": n} and results == {want: n}
+        return ok, f"live={live} finished={states} results={results}"
+
+    async def worker(self, cfg: dict[str, Any], ready: Any) -> None:
+        from bench_app import conductor
+
+        from pgconductor.orchestrator import Orchestrator
+
+        cfg = self.cfg(cfg)
+        orch = Orchestrator(
+            conductor,
+            queues=[self.queue],
+            concurrency=cfg["concurrency"],
+            fetch_batch=cfg["fetch_batch"],
+            flush_batch=cfg["flush_batch"],
+            flush_interval=cfg["flush_interval"],
+        )
+        await conductor.client.version()
+        await ready()
+        await orch.serve()
+
+    def enqueuer(self) -> Any:
+        return _PgcWorkflowEnqueuer(self)
+
+
+class _PgcWorkflowEnqueuer(_PgcEnqueuer):
+    """`wf1` (latency) and `fanout` through the Python API."""
+
+    async def one(self, seq: int | None = None) -> None:
+        await self.conductor.invoke("wf1", {"seq": seq}, queue="bench_wf")
+
+    async def fanout(self, n: int) -> None:
+        await self.conductor.invoke("fanout", {"n": n}, queue="bench_wf")
+
+
+class Dbos(System):
+    """DBOS Transact on its own database of the same server (bench/dbos_app.py)."""
+
+    name = "dbos"
+    db = "bench_dbos"
+    vacuum_tables: ClassVar[list[str]] = [
+        "dbos.workflow_status",
+        "dbos.operation_outputs",
+        "dbos.workflow_input",
+        "dbos.workflow_output",
+    ]
+    remaining_sql = (
+        "select exists(select 1 from dbos.workflow_status"
+        " where status in ('ENQUEUED', 'PENDING', 'DELAYED'))"
+    )
+    defaults: ClassVar[dict[str, Any]] = {
+        "worker_concurrency": 100,  # per process; None (unlimited) lets one process take all
+        "polling": 0.01,  # queue polling interval, s (DBOS's default is 1.0)
+        "pool": 20,  # system database pool per process
+        "uvloop": False,
+    }
+    wf10 = "wf10"  # async workflow and steps
+
+    async def install(self) -> None:
+        import subprocess
+        import sys
+
+        await ensure_database(self.db)
+        code = f"import dbos_app; dbos_app.migrate({url(self.db)!r})"
+        await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], cwd=_HERE, check=True)
+        await _sql(self.db, "create extension if not exists pg_stat_statements")
+
+    async def reset(self) -> None:
+        tables = ", ".join([*self.vacuum_tables, "dbos.workflow_events", "dbos.notifications"])
+        await _sql(self.db, f"truncate {tables} cascade")
+
+    async def enqueue_bulk(self, n: int) -> None:
+        import dbos_app
+
+        await asyncio.to_thread(dbos_app.enqueue_many, url(self.db), self.wf10, [WF_STEPS] * n)
+
+    async def verify(self, n: int, cfg: dict[str, Any]) -> tuple[bool, str]:
+        states = dict(
+            await _rows(self.db, "select status, count(*) from dbos.workflow_status group by 1")
+        )
+        steps = (await _rows(self.db, "select count(*) from dbos.operation_outputs"))[0][0]
+        ok = states == {"SUCCESS": n} and steps == n * WF_STEPS
+        return ok, f"status={states} steps={steps}"
+
+    async def worker(self, cfg: dict[str, Any], ready: Any) -> None:
+        import dbos_app
+
+        cfg = self.cfg(cfg)
+        dbos_app.configure(url(self.db), f"bench-{os.getpid()}", cfg["pool"])
+        await asyncio.to_thread(dbos_app.launch, cfg["polling"])
+        await ready()
+        await asyncio.to_thread(dbos_app.go, cfg["worker_concurrency"])
+        await asyncio.Event().wait()
+
+    def enqueuer(self) -> Any:
+        return _DbosEnqueuer(self)
+
+
+class DbosSync(Dbos):
+    """The same with sync workflows and steps (DBOS runs them on its thread pool)."""
+
+    name = "dbos-sync"
+    wf10 = "wf10s"
+
+
+class _DbosEnqueuer:
+    """`wf1` and `fanout` enqueued by a DBOSClient (one transaction each)."""
+
+    def __init__(self, system: Dbos) -> None:
+        self.system = system
+        self.wf1 = "wf1s" if system.wf10 == "wf10s" else "wf1"
+
+    async def __aenter__(self) -> _DbosEnqueuer:
+        from dbos import DBOSClient
+        from dbos_app import APP
+
+        self.client = DBOSClient(system_database_url=url(self.system.db), application_name=APP)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.client.destroy)
+
+    async def one(self, seq: int | None = None) -> None:
+        from dbos_app import QUEUE
+
+        await self.client.enqueue_async({"workflow_name": self.wf1, "queue_name": QUEUE}, seq)
+
+    async def fanout(self, n: int) -> None:
+        from dbos_app import QUEUE
+
+        await self.client.enqueue_async({"workflow_name": "fanout", "queue_name": QUEUE}, n)
+
+
 SYSTEMS: dict[str, type[System]] = {
     "pgconductor": PgConductor,
     "pgconductor-sql": PgConductorSql,
     "pgqueuer": PgQueuer,
     "procrastinate": Procrastinate,
+    "pgconductor-wf": PgcWorkflow,
+    "dbos": Dbos,
+    "dbos-sync": DbosSync,
 }
 
 
