@@ -1,10 +1,12 @@
 """`StepWriter`: step results of many handlers written with one `save_steps` call per cycle.
 
 `save()` queues one result and returns once the statement holding it has committed, so a
-step's result is durable before `ctx.step` returns. Like the results' flush, a cycle takes
-what arrived within `interval` (or `max_size` items), and a failed call is retried with the
-same group (SQL keeps a key's first result, so a repeat changes nothing). A 'stale' outcome
-(the lease no longer holds) raises `LeaseLost` in that handler and calls `on_stale(id)`.
+step's result is durable before `ctx.step` returns. A cycle sends what is queued when the
+previous call has returned (group commit: with `interval` 0, the worker's setting, an idle
+worker writes a step at once and a busy one many per call; at most `max_size`), and a failed
+call is retried with the same group (SQL keeps a key's first result, so a repeat changes
+nothing). A 'stale' outcome (the lease no longer holds) raises `LeaseLost` in that handler
+and calls `on_stale(id)`.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class StepWriter:
         orchestrator_id: UUID,
         *,
         max_size: int = 200,
-        interval: float = 0.005,
+        interval: float = 0.0,
         clock: Clock | None = None,
         on_stale: Callable[[UUID], object] | None = None,
         logger: logging.Logger | None = None,

@@ -136,12 +136,13 @@ class Worker(Service):
             on_sent=self._flushed,
             on_error=self._flush_failed,
         )
-        #: Workflow steps of every handler, one `save_steps` per flush cycle.
+        #: Workflow steps of every handler: one `save_steps` per round trip. A handler waits
+        #: for its step's write, so it goes at once; what arrives meanwhile goes next, together.
         self._steps = StepWriter(
             client,
             orchestrator_id,
             max_size=flush_batch,
-            interval=flush_interval,
+            interval=0.0,
             clock=self.clock,
             on_stale=self.lose_lease,
             logger=self.log,
