@@ -183,9 +183,11 @@ class SchemaManager:
         target = to or max(self.supported, key=_version_key)
         refuse_downgrade(installed, target)
         await self._stop_older_orchestrators(installed, target, timeout)
-        if isinstance(self.client, SqlDatabaseClient) and installed != (
-            await self.client.extension_version()
-        ):  # a plain-SQL install: the same update scripts, run by the package
+        # A plain-SQL install (no extension; read again: another upgrader may have just
+        # updated the extension while this one waited): the same scripts, run by the package.
+        if isinstance(self.client, SqlDatabaseClient) and (
+            await self.client.extension_version() is None
+        ):
             if installed != target:
                 chain = update_chain(installed, target)
                 await self.client.run_sql_scripts(chain, expected=installed)
