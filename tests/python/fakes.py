@@ -45,6 +45,7 @@ _OUTCOME_OF_STATUS = {
     "fatal": "failed",
     "released": "released",
     "retry_after": "rescheduled",
+    "suspend": "suspended",
 }
 
 

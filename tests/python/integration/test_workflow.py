@@ -19,7 +19,8 @@ from pgconductor.conductor import Conductor, TaskContext
 from pgconductor.db import to_sqlalchemy_url
 from pgconductor.errors import InvalidInput, NotFound
 from pgconductor.orchestrator import Orchestrator
-from pgconductor.workflow import ChildFailed, ChildTimedOut
+from pgconductor.steps import StepWriter
+from pgconductor.workflow import ChildFailed, ChildTimedOut, LeaseLost
 
 
 @pytest.fixture
@@ -283,3 +284,23 @@ async def test_a_child_past_the_parents_timeout_raises_child_timed_out(
     assert info.result["timed_out"] == "timed_out"
     child = await conductor.wait(uuid.UUID(info.result["child"]), timeout=10)
     assert child.state == "cancelled"
+
+
+async def test_a_step_written_after_the_lease_ended_is_refused_and_stops_its_handler(
+    conductor: Conductor,
+) -> None:
+    client = conductor.client
+    orchestrator = uuid.uuid4()
+    execution_id = await conductor.invoke("fenced.t", {})
+    (row,) = await client.get_executions(orchestrator, "default", ["fenced.t"], 1)
+    assert row.steps is None
+    told: list[uuid.UUID] = []
+    writer = StepWriter(client, orchestrator, on_stale=told.append)
+    await writer.save(row.id, row.lease, "kept", 0, {"v": 1})
+    assert await client.release_orchestrator(orchestrator) == 1  # the lease ends here
+    with pytest.raises(LeaseLost):
+        await writer.save(row.id, row.lease, "late", 1, {"v": 2})
+    assert told == [execution_id]
+    await writer.close()
+    (again,) = await client.get_executions(uuid.uuid4(), "default", ["fenced.t"], 1)
+    assert again.steps == {"kept": {"seq": 0, "kind": "step", "state": "done", "result": {"v": 1}}}

@@ -7,6 +7,7 @@ Each test runs a handler through `executor.execute` with a `DurableRun` whose sa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import threading
 import uuid
@@ -33,7 +34,7 @@ from pgconductor.workflow import (
     json_value,
 )
 
-from .engine_helpers import claimed, context
+from .engine_helpers import Backlog, claimed, context, flushed
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -669,3 +670,36 @@ async def test_a_failure_or_suspension_ends_later_calls_at_once() -> None:
 
     with pytest.raises(Suspend):
         closed.begin("a", "step")
+
+
+# -- in a worker ----------------------------------------------------------------------------
+
+
+async def test_a_worker_replays_the_claimed_steps_and_flushes_the_suspension(
+    fake: FakeDatabaseClient, conductor: Conductor
+) -> None:
+    from pgconductor.worker import Worker
+
+    ran: list[str] = []
+
+    @conductor.task("flow")
+    async def flow(ctx: TaskContext, payload: Any) -> Any:
+        first = await ctx.step("first", lambda: ran.append("first") or 1)
+        second = await ctx.step("second", lambda: ran.append("second") or 2)
+        await ctx.sleep("nap", 30)
+        return first + second
+
+    row = dataclasses.replace(claimed("flow"), steps={"first": done(0, 10)})
+    fake.responses["get_executions"] = Backlog([row])
+    worker = Worker(fake, "default", conductor.tasks, uuid.uuid4(), poll_interval=60.0)
+    await worker.start()
+    try:
+        await fake.wait_for_call("return_executions")
+    finally:
+        await worker.stop()
+    assert ran == ["second"]
+    assert saved(fake) == [("second", 1, 2)]
+    (result,) = flushed(fake)
+    assert result.status is ResultStatus.SUSPEND
+    assert result.result["sleep"]["key"] == "nap"
+    assert result.result["sleep"]["seq"] == 2
