@@ -269,6 +269,44 @@ async def test_a_breaking_upgrade_waits_then_gives_up_naming_those_still_live(
     assert await installed(url) == "0.3.0"
 
 
+async def test_a_crashed_older_orchestrator_blocks_a_breaking_upgrade_until_it_is_stale(
+    bare_db_url: str,
+) -> None:
+    """An older orchestrator that died without stopping (heartbeats, then nothing): the wait
+    runs stale recovery, so it expires after its stale_after, its work is released, and the
+    upgrade applies."""
+    url = bare_db_url
+    at_version(url, "0.3.0")
+    crashed = uuid.uuid4()
+    (held,) = invoke(url, [{"n": 1}])
+    execute(
+        url,
+        "SELECT * FROM pgconductor.heartbeat(p_orchestrator_id => %s, p_version => %s,"
+        " p_stale_after => '1 second')",
+        crashed,
+        OLD_PACKAGE,
+    )
+    claimed = execute(
+        url,
+        "SELECT id FROM pgconductor.get_executions(p_task_keys => NULL,"
+        " p_orchestrator_id => %s, p_batch_size => 1, p_queue => 'default')",
+        crashed,
+    )
+    assert claimed == [(held,)]
+    manager = SchemaManager(url)
+    try:
+        assert await manager.upgrade("0.4.0", timeout=30) == "0.4.0"
+    finally:
+        await manager.close()
+    (state,) = execute(
+        url, "SELECT state FROM pgconductor.orchestrator_stats() WHERE id = %s", crashed
+    )
+    assert state == ("expired",)
+    assert execute(url, "SELECT locked_by FROM pgconductor.executions WHERE id = %s", held) == [
+        (None,)
+    ]
+
+
 async def test_three_concurrent_breaking_upgrades_one_applies_the_others_wait(
     bare_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

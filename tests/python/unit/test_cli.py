@@ -501,6 +501,25 @@ def test_schema_commands(fake: FakeDatabaseClient) -> None:
     assert "hint: upgrade the Python package" in mismatch.stderr
 
 
+def test_schema_upgrade_waits_for_older_orchestrators_up_to_its_timeout(
+    fake: FakeDatabaseClient,
+) -> None:
+    """A breaking update (0.3.0 -> 0.4.0) with an older orchestrator that stays live: one line
+    naming it after --timeout, nothing applied."""
+    fake.installed_version = "0.3.0"
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    old = OrchestratorInfo(uuid.UUID(ID), "live", "0.0.1", now, now, 0, {})
+    fake.responses["orchestrator_stats"] = [old]
+    result = run("schema", "upgrade", "--to", "0.4.0", "--timeout", "0")
+    one_line_error(result, 1, f"still live after 0 s: {ID} (package 0.0.1) (SQLSTATE 55006)")
+    assert "--timeout SECONDS" in result.stderr
+    assert fake.calls_to("request_shutdown") == [((uuid.UUID(ID),), {})]
+    assert fake.call_count("upgrade_extension") == 0
+    fake.responses["orchestrator_stats"] = []
+    assert run("schema", "upgrade", "--to", "0.4.0", "--timeout", "0").exit_code == 0
+    assert fake.installed_version == "0.4.0"
+
+
 def test_schema_commands_need_a_schema_client(
     monkeypatch: pytest.MonkeyPatch, fake: FakeDatabaseClient
 ) -> None:
