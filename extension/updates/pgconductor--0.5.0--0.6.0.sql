@@ -8,6 +8,8 @@
 --   finished_executions (same statement), events in emit_event(); deadlines cancel the
 --   children a parent still awaits; cancelling or failing a parent cancels its live children.
 -- * get_execution() returns the parent and the steps, and the parked states.
+-- * Found by the fuzz layer: a time zone with a digit must be in pg_timezone_names (the POSIX
+--   string 'UTC+2', meaning UTC-2, was accepted); messages no longer echo U+2028/U+2029.
 \echo Use "ALTER EXTENSION pgconductor UPDATE TO '0.6.0'" to load this file. \quit
 
 ALTER TYPE pgconductor.claimed_execution ADD ATTRIBUTE steps jsonb;
@@ -80,6 +82,43 @@ CREATE TABLE pgconductor.event_waits (
 CREATE INDEX event_waits_lookup_idx ON pgconductor.event_waits (event_name, match_key);
 
 DROP FUNCTION pgconductor.get_execution(uuid);
+
+-- p_value made safe for an error message: quoted, control characters and the Unicode line and
+-- paragraph separators (U+2028, U+2029) shown as "?", cut after 60 characters, 'NULL' for
+-- NULL. One line, whatever the caller sent. Locks nothing.
+CREATE OR REPLACE FUNCTION pgconductor._show(p_value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN CASE WHEN p_value IS NULL THEN 'NULL'
+            ELSE quote_literal(regexp_replace(left(p_value, 60), '[[:cntrl:]' || chr(8232) || chr(8233) || ']', '?', 'g'))
+                 || CASE WHEN char_length(p_value) > 60 THEN '...' ELSE '' END END;
+
+
+-- Raises 22023 unless p_tz names a time zone the server knows as a zone (an IANA name such
+-- as Europe/Berlin, or UTC), whatever the session's timezone_abbreviations: an abbreviation
+-- valid only in the registering session made every later claim of other sessions fail. A
+-- name with a digit must be listed in pg_timezone_names (Etc/GMT+3 is, the POSIX string
+-- UTC+2, which means UTC-2, is not); the others need no such look-up (150 ms). The SET
+-- clause restores the session's TimeZone when the function returns.
+CREATE OR REPLACE FUNCTION pgconductor._assert_timezone(p_tz text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    IF p_tz IS NULL OR p_tz = '' OR char_length(p_tz) > 100 THEN
+        RAISE invalid_parameter_value;
+    END IF;
+    PERFORM set_config('TimeZone', p_tz, true);
+    IF p_tz ~ '[0-9]' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names AS z WHERE z.name = p_tz) THEN
+        RAISE invalid_parameter_value;
+    END IF;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE EXCEPTION 'unknown time zone %', pgconductor._show(p_tz)
+        USING ERRCODE = '22023', HINT = 'Use a zone name such as Europe/Berlin or UTC (see pg_timezone_names); abbreviations such as CEST are not zones.';
+END
+$$;
 
 -- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
 -- NULL (the worker passes the tasks it has handlers for), for orchestrator p_orchestrator_id.

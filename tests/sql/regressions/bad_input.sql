@@ -11,7 +11,7 @@
 -- forged value.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(35);
+SELECT plan(38);
 SET pgconductor.fake_now = '2026-01-01 12:00:00+00';
 
 -- 1. drop_queue(q, NULL) --------------------------------------------------------------------
@@ -58,6 +58,9 @@ SELECT throws_ok($$SELECT pgconductor.register_task('tz', p_window_start => '09:
 RESET timezone_abbreviations;
 SELECT lives_ok($$SELECT pgconductor.register_task('tz', p_window_start => '09:00', p_window_end => '17:00', p_timezone => 'Australia/Adelaide')$$,
                 'a zone name is');
+SELECT throws_ok($$SELECT pgconductor.register_task('tz', p_timezone => 'UTC+2')$$, '22023', NULL,
+                 'a POSIX string (UTC+2 means UTC-2) is not a zone name (found by the fuzz layer)');
+SELECT lives_ok($$SELECT pgconductor.register_task('tz', p_timezone => 'Etc/GMT+3')$$, 'a zone name with a digit is');
 SELECT pgconductor.register_task('tz-broken', 'tzq', 3, '09:00', '17:00', 'UTC');
 UPDATE pgconductor.tasks SET timezone = 'SAT' WHERE key = 'tz-broken';  -- as an older release could leave it
 SELECT pgconductor.invoke('tz-broken', '{}', 'tzq');
@@ -101,6 +104,8 @@ SELECT throws_ok($$SELECT pgconductor.heartbeat(gen_random_uuid(), NULL, '10000 
 SELECT throws_ok($$SELECT pgconductor.prune_finished('10000 years')$$, '22023', NULL, 'prune_finished: 10000 years is refused');
 SELECT throws_matching(format('SELECT pgconductor.invoke(%L)', E'bad\nkey' || repeat('y', 10000)),
                        E'^invalid task key ''bad\\?key[y]{53}''\\.\\.\\.$', 'a bad key is quoted on one line and cut');
+SELECT throws_matching(format('SELECT pgconductor.create_queue(%L)', 'sep' || chr(8232) || 'arator'),
+                       '^invalid queue name ''sep\?arator''$', 'the Unicode line separator is not echoed (found by the fuzz layer)');
 SELECT throws_matching(format('SELECT pgconductor.register_task(%L, p_timezone => %L)', 'k', E'Mars\n' || repeat('z', 5000)),
                        E'^[^\\n]{1,120}$', 'a bad time zone too');
 
