@@ -24,7 +24,7 @@ from pgconductor import __version__
 from pgconductor.db import SqlDatabaseClient
 from pgconductor.errors import ExtensionMissing, InvalidInput, InvalidState, VersionMismatch
 from pgconductor.protocol import SchemaClient
-from pgconductor.upgrade import UpgradeClient, breaking_steps, stop_older_orchestrators
+from pgconductor.upgrade import BreakingStep, UpgradeClient, apply_breaking, breaking_steps
 
 __all__ = [
     "PACKAGE_VERSION",
@@ -182,7 +182,16 @@ class SchemaManager:
             raise self._missing()
         target = to or max(self.supported, key=_version_key)
         refuse_downgrade(installed, target)
-        await self._stop_older_orchestrators(installed, target, timeout)
+        steps = self._breaking_steps(installed, target)
+        if not steps:
+            return await self._apply(installed, target)
+        if not isinstance(self.client, UpgradeClient):
+            raise TypeError("a breaking upgrade needs a client that can stop orchestrators")
+        return await apply_breaking(
+            self.client, steps, lambda: self._apply(installed, target), timeout=timeout
+        )
+
+    async def _apply(self, installed: str, target: str) -> str | None:
         # A plain-SQL install (no extension; read again: another upgrader may have just
         # updated the extension while this one waited): the same scripts, run by the package.
         if isinstance(self.client, SqlDatabaseClient) and (
@@ -215,10 +224,10 @@ class SchemaManager:
             hint = "upgrade the Python package: pip install --upgrade pgconductor"
         raise VersionMismatch(message, hint=hint)
 
-    async def _stop_older_orchestrators(self, installed: str, target: str, timeout: float) -> None:
-        """Before a breaking update: stop the older packages' orchestrators (`upgrade.py`)."""
+    def _breaking_steps(self, installed: str, target: str) -> list[BreakingStep]:
+        """The breaking scripts from `installed` to `target` (`upgrade.py`)."""
         try:
-            steps = breaking_steps(update_chain(installed, target)) if installed != target else []
+            return breaking_steps(update_chain(installed, target)) if installed != target else []
         except InvalidInput:  # only the server's extension files know this path
             _log.warning(
                 "pgconductor %s -> %s: no update script in this package: cannot tell whether "
@@ -226,11 +235,7 @@ class SchemaManager:
                 installed,
                 target,
             )
-            return
-        if steps:
-            if not isinstance(self.client, UpgradeClient):
-                raise TypeError("a breaking upgrade needs a client that can stop orchestrators")
-            await stop_older_orchestrators(self.client, steps, timeout=timeout)
+            return []
 
     def _plain_sql_client(self) -> SqlDatabaseClient:
         if not isinstance(self.client, SqlDatabaseClient):

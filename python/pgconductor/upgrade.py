@@ -18,6 +18,8 @@ one (or reports none) to stop (`request_shutdown`: it finishes or releases its w
 stale recovery meanwhile (a crashed one expires after its `stale_after`), and waits until none
 is live; past the timeout it raises `InvalidState` naming those still live, and applies
 nothing. Orchestrators of this package version or newer keep running through the upgrade.
+`apply_breaking` wraps the update in that wait, and signals an older orchestrator that started
+while the update ran (its transaction does not look) right after it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
 from pgconductor import __version__
@@ -40,6 +42,7 @@ __all__ = [
     "RELEASED_BREAKING",
     "BreakingStep",
     "UpgradeClient",
+    "apply_breaking",
     "breaking_steps",
     "is_breaking",
     "marked_breaking",
@@ -48,6 +51,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("pgconductor.upgrade")
+
+T = TypeVar("T")
 
 #: The marker line of a breaking update script: `-- pgconductor: breaking (why)`.
 BREAKING_MARKER = re.compile(r"^--\s*pgconductor:\s*breaking\s*\((?P<why>.+)\)\s*$")
@@ -187,3 +192,28 @@ async def stop_older_orchestrators(
                 "(`pgconductor schema upgrade --timeout SECONDS`)",
             )
         await asyncio.sleep(poll_interval)
+
+
+async def apply_breaking(
+    client: UpgradeClient,
+    steps: Sequence[BreakingStep],
+    apply: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,
+    older_than: str = __version__,
+) -> T:
+    """Stop the older orchestrators (`stop_older_orchestrators`), then `apply()`.
+
+    One that started between the end of the wait and the update (the update's transaction
+    does not look) is asked to stop right after it, with a warning.
+    """
+    await stop_older_orchestrators(client, steps, timeout=timeout, older_than=older_than)
+    applied = await apply()
+    for info in older_orchestrators(await client.orchestrator_stats(), older_than):
+        log.warning(
+            "breaking upgrade to %s: orchestrator %s started during it: asking it to stop",
+            steps[-1].version,
+            _named(info),
+        )
+        await client.request_shutdown(info.id)
+    return applied

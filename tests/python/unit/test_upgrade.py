@@ -143,15 +143,28 @@ async def test_the_wait_times_out_naming_those_still_live() -> None:
     assert fake.call_count("request_shutdown") == 1
 
 
-async def test_a_breaking_upgrade_stops_older_orchestrators_first() -> None:
+async def test_a_breaking_upgrade_stops_older_orchestrators_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stop and wait, apply, then signal one that started while the update ran."""
     fake = FakeDatabaseClient("0.3.0")
-    old = orchestrator("0.0.1")
-    rounds = [[old], []]
+    old, late = orchestrator("0.0.1"), orchestrator("0.0.1", host="h2", pid=3)
+    rounds = [[old], [], [late]]
     fake.responses["orchestrator_stats"] = lambda: rounds.pop(0)
     manager = SchemaManager(fake)
-    assert await manager.upgrade("0.4.0") == "0.4.0"
-    order = [name for name, _, _ in fake.calls if name in ("request_shutdown", "upgrade_extension")]
-    assert order == ["request_shutdown", "upgrade_extension"]
+    with caplog.at_level(logging.WARNING, "pgconductor.upgrade"):
+        assert await manager.upgrade("0.4.0") == "0.4.0"
+    order = [
+        (name, args)
+        for name, args, _ in fake.calls
+        if name in ("request_shutdown", "upgrade_extension")
+    ]
+    assert order == [
+        ("request_shutdown", (old.id,)),
+        ("upgrade_extension", ("0.4.0",)),
+        ("request_shutdown", (late.id,)),
+    ]
+    assert f"orchestrator {late.id} (package 0.0.1 on h2 pid 3) started during it" in caplog.text
 
 
 async def test_a_breaking_upgrade_applies_nothing_while_older_ones_live() -> None:
