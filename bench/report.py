@@ -288,18 +288,6 @@ def workflow_rows(wf: dict[str, Any]) -> list[list[str]]:
                         verdict,
                     ]
                 )
-        z = next((x for x in lat if "flush_interval 0" in x["label"]), None)
-        if z:
-            out.append(
-                [
-                    "one step, pgconductor flush_interval 0: enqueue → step / step call p50 (ms)",
-                    f"{_f(z['enqueue_to_step']['p50'], 2)} / {_f(z['step_call']['p50'], 2)}",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
     fo = wf.get("fanout") or []
     of, df = _pick(fo, "pgconductor"), _pick(fo, "dbos")
     if of and df:

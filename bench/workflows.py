@@ -145,8 +145,6 @@ def latency(m: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     plans = [
         ("pgconductor (defaults)", "pgconductor-wf", {}),
-        # the step writer sends at once instead of gathering steps for 5 ms
-        ("pgconductor (flush_interval 0)", "pgconductor-wf", {"flush_interval": 0.0}),
         ("dbos", "dbos", {}),
     ]
     for label, system_name, cfg in plans:
