@@ -4,8 +4,9 @@ A workflow handler is re-run from the top after every suspension (suspend and re
 durable call (`ctx.step`, `ctx.sleep`, `ctx.invoke`, `ctx.wait_for_event`) gets, when it is
 made, a key (its name; `name#2` for the second use of a name in one run) and a position
 (`seq`, counted from 0 in the order the calls start). A call whose key was stored by an
-earlier run returns the stored outcome without running; the n-th call of a replay must meet
-the key stored at position n, else the execution fails for good (`NonDeterminism`).
+earlier run returns the stored outcome without running; a call whose key was never stored,
+reached at a position where the record has another step, fails the execution for good
+(`NonDeterminism`); a stored key is found wherever it is reached.
 
 A call that has to wait registers what it waits for and yields to the event loop twice, so
 siblings started in the same turn (`asyncio.gather`) register theirs; then each raises
@@ -272,15 +273,22 @@ class DurableRun:
         return key
 
     def recorded(self, key: str, seq: int, kind: str) -> StoredStep | None:
-        """The stored step for `key`, after checking the replay meets what was recorded."""
-        at_seq = self._by_seq.get(seq)
+        """The stored step for `key`, after checking the replay meets what was recorded.
+
+        A key stored by an earlier run is found wherever this run reaches it (calls started
+        together under `gather` after some other await may start in another order); a key
+        never stored, reached where the record has another step, is a non-determinism, and
+        so is a stored key reached as another kind of call.
+        """
         stored = self.stored.get(key)
-        if at_seq is not None and at_seq.key != key:
-            self._fail(
-                f"non-determinism: this run reached {kind} {key!r} at position {seq}, where the"
-                f" recorded run had {at_seq.kind} {at_seq.key!r}"
-            )
-        if stored is not None and (stored.seq != seq or stored.kind != kind):
+        if stored is None:
+            at_seq = self._by_seq.get(seq)
+            if at_seq is not None and at_seq.key != key:
+                self._fail(
+                    f"non-determinism: this run reached {kind} {key!r} at position {seq}, where"
+                    f" the recorded run had {at_seq.kind} {at_seq.key!r}"
+                )
+        elif stored.kind != kind:
             self._fail(
                 f"non-determinism: this run reached {kind} {key!r} at position {seq}; the"
                 f" recorded run had {stored.kind} {key!r} at position {stored.seq}"

@@ -259,25 +259,44 @@ async def test_a_different_step_at_a_stored_position_is_fatal_naming_both(
     assert saved(fake) == []
 
 
-async def test_a_stored_key_met_at_another_position_or_kind_is_fatal(
+async def test_a_stored_key_met_as_another_kind_is_fatal(
     fake: FakeDatabaseClient, conductor: Conductor
 ) -> None:
-    async def handler(ctx: TaskContext, payload: Any) -> Any:
-        await ctx.step("first", lambda: 1)
-        await ctx.step("late", lambda: 2)
-
-    result, _ = await run(fake, conductor, handler, {"late": done(5, 2)})
-    assert result is not None
-    assert result.status is ResultStatus.FATAL
-    assert "position 5" in (result.error or "")
-
     async def sleeper(ctx: TaskContext, payload: Any) -> Any:
         await ctx.sleep("nap", 1)
 
     result, _ = await run(fake, conductor, sleeper, {"nap": done(0, 1)})
     assert result is not None
     assert result.status is ResultStatus.FATAL
-    assert "step 'nap'" in (result.error or "")
+    assert "sleep 'nap' at position 0; the recorded run had step 'nap'" in (result.error or "")
+
+
+async def test_steps_gathered_after_other_awaits_may_start_in_another_order(
+    fake: FakeDatabaseClient, conductor: Conductor
+) -> None:
+    delays = {"x": 0.02, "y": 0.0}
+    ran: list[str] = []
+
+    async def branch(ctx: TaskContext, name: str) -> Any:
+        await asyncio.sleep(delays[name])  # some I/O first: the step's position is a race
+        return await ctx.step(name, lambda: ran.append(name) or name)
+
+    async def handler(ctx: TaskContext, payload: Any) -> Any:
+        return await asyncio.gather(branch(ctx, "x"), branch(ctx, "y"))
+
+    result, _ = await run(fake, conductor, handler)
+    assert result is not None
+    assert result.result == ["x", "y"]
+    assert sorted(saved(fake)) == [("x", 1, "x"), ("y", 0, "y")]
+
+    # The replay reaches them the other way round: each still finds its own stored result.
+    delays.update(x=0.0, y=0.02)
+    stored = {"x": done(1, "x"), "y": done(0, "y")}
+    result, _ = await run(fake, conductor, handler, stored)
+    assert result is not None
+    assert result.status is ResultStatus.COMPLETED
+    assert result.result == ["x", "y"]
+    assert ran == ["y", "x"]  # nothing ran again
 
 
 async def test_a_step_that_raises_fails_the_attempt_and_stores_nothing(
