@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -304,3 +306,45 @@ async def test_a_step_written_after_the_lease_ended_is_refused_and_stops_its_han
     await writer.close()
     (again,) = await client.get_executions(uuid.uuid4(), "default", ["fenced.t"], 1)
     assert again.steps == {"kept": {"seq": 0, "kind": "step", "state": "done", "result": {"v": 1}}}
+
+
+async def test_the_cli_shows_steps_and_children_and_waits(
+    conductor: Conductor, start: Any, fresh_db_url: str
+) -> None:
+    @conductor.task("cli-child")
+    async def cli_child(ctx: TaskContext, payload: Any) -> str:
+        return "mailed"
+
+    @conductor.task("cli-flow")
+    async def cli_flow(ctx: TaskContext, payload: Any) -> Any:
+        total = await ctx.step("charge", lambda: 42)
+        mailed = await ctx.invoke("email", cli_child, {})
+        return {"total": total, "mail": mailed}
+
+    await start()
+    execution_id = await conductor.invoke("cli-flow")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pgconductor", *args, "--database-url", fresh_db_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    waited = await asyncio.to_thread(cli, "wait", str(execution_id), "--timeout", "30")
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.splitlines() == [
+        f"execution {execution_id} completed",
+        '{"mail": "mailed", "total": 42}',
+    ]
+    shown = await asyncio.to_thread(cli, "show", str(execution_id))
+    assert shown.returncode == 0, shown.stderr
+    assert "       0  charge  step done  -> 42" in shown.stdout
+    assert "       1  email  child done  child " in shown.stdout
+    assert "  children: 1 (1 done)" in shown.stdout
+    unknown = await asyncio.to_thread(cli, "wait", str(uuid.uuid4()))
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: execution ")
+    assert "Traceback" not in unknown.stderr
