@@ -13,13 +13,13 @@ upgrade path; `is_breaking` tells whether any is.
 
 A non-breaking upgrade is applied at once: it runs in one transaction, so live orchestrators
 wait for its locks for its duration and then continue on the new version. Before a breaking
-one, `stop_older_orchestrators` asks every live orchestrator whose package is older than this
-one (or reports none) to stop (`request_shutdown`: it finishes or releases its work), runs
-stale recovery meanwhile (a crashed one expires after its `stale_after`), and waits until none
-is live; past the timeout it raises `InvalidState` naming those still live, and applies
-nothing. Orchestrators of this package version or newer keep running through the upgrade.
-`apply_breaking` wraps the update in that wait, and signals an older orchestrator that started
-while the update ran (its transaction does not look) right after it.
+one, `stop_older_orchestrators` asks every live orchestrator whose package is older than the
+breaking script (`stopping_below`), or that reports no version, to stop (`request_shutdown`:
+it finishes or releases its work), runs stale recovery meanwhile (a crashed one expires after
+its `stale_after`), and waits until none is live; past the timeout it raises `InvalidState`
+naming those still live, and applies nothing. Newer orchestrators keep running through the
+upgrade. `apply_breaking` wraps the update in that wait, and signals an older orchestrator
+that started while the update ran (its transaction does not look) right after it.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ __all__ = [
     "marked_breaking",
     "older_orchestrators",
     "stop_older_orchestrators",
+    "stopping_below",
 ]
 
 log = logging.getLogger("pgconductor.upgrade")
@@ -149,6 +150,13 @@ def older_orchestrators(
     ]
 
 
+def stopping_below(steps: Sequence[BreakingStep], package: str = __version__) -> str:
+    """The package version below which an orchestrator must stop for `steps`: the last
+    breaking script's version (a package and its extension share release numbers), but never
+    above this package's own (it runs the update, so it runs on what it leaves)."""
+    return min(steps[-1].version, package, key=_release)
+
+
 def _named(info: OrchestratorInfo) -> str:
     where = info.info if isinstance(info.info, dict) else {}
     host = f" on {where['host']} pid {where.get('pid')}" if "host" in where else ""
@@ -160,15 +168,17 @@ async def stop_older_orchestrators(
     steps: Sequence[BreakingStep],
     *,
     timeout: float,
-    older_than: str = __version__,
+    older_than: str | None = None,
     poll_interval: float = 0.2,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> list[UUID]:
-    """Ask every live orchestrator older than `older_than` to stop and wait until none is live.
+    """Ask every live orchestrator older than `older_than` (default: `stopping_below(steps)`)
+    to stop, and wait until none is live.
 
     Returns the ids signalled. Raises `InvalidState` (55006) naming those still live after
     `timeout` seconds.
     """
+    older_than = older_than or stopping_below(steps)
     deadline = monotonic() + timeout
     signalled: list[UUID] = []
     why = "; ".join(f"{s.script}: {s.reason}" for s in steps)
@@ -200,13 +210,14 @@ async def apply_breaking(
     apply: Callable[[], Awaitable[T]],
     *,
     timeout: float,
-    older_than: str = __version__,
+    older_than: str | None = None,
 ) -> T:
     """Stop the older orchestrators (`stop_older_orchestrators`), then `apply()`.
 
     One that started between the end of the wait and the update (the update's transaction
     does not look) is asked to stop right after it, with a warning.
     """
+    older_than = older_than or stopping_below(steps)
     await stop_older_orchestrators(client, steps, timeout=timeout, older_than=older_than)
     applied = await apply()
     for info in older_orchestrators(await client.orchestrator_stats(), older_than):

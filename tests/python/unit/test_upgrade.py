@@ -23,6 +23,7 @@ from pgconductor.upgrade import (
     marked_breaking,
     older_orchestrators,
     stop_older_orchestrators,
+    stopping_below,
 )
 
 NOW = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
@@ -165,6 +166,18 @@ async def test_a_breaking_upgrade_stops_older_orchestrators_first(
         ("request_shutdown", (late.id,)),
     ]
     assert f"orchestrator {late.id} (package 0.0.1 on h2 pid 3) started during it" in caplog.text
+
+
+def test_orchestrators_stop_below_the_breaking_script_never_above_this_package() -> None:
+    assert stopping_below(STEP, "0.5.0") == "0.4.0"
+    assert stopping_below(STEP, "0.3.9") == "0.3.9"  # an unreleased package of the old number
+
+
+async def test_a_breaking_upgrade_leaves_packages_at_or_past_the_script_running() -> None:
+    fake = FakeDatabaseClient("0.3.0")
+    fake.responses["orchestrator_stats"] = [orchestrator("0.4.0"), orchestrator("0.4.5")]
+    assert await SchemaManager(fake).upgrade("0.4.0", timeout=0) == "0.4.0"
+    assert fake.call_count("request_shutdown") == 0
 
 
 async def test_a_breaking_upgrade_applies_nothing_while_older_ones_live() -> None:
