@@ -49,6 +49,8 @@ __all__ = ["Orchestrator", "WorkerConfig"]
 
 #: The first extension version whose `return_executions` takes the `retry_after` status.
 RETRY_AFTER_SINCE = (0, 4, 0)
+#: The first extension version with durable workflows (steps, suspend, events).
+WORKFLOWS_SINCE = (0, 6, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,7 @@ class Orchestrator(Service):
         self._serve_task: asyncio.Task[Any] | None = None
         self._start_abandoned = False
         self._retry_after = True
+        self._workflows = True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class Orchestrator(Service):
             self.client = client = self.conductor.client
             installed = await SchemaManager(self._schema_client(client)).check()
             self._retry_after = _release(installed) >= RETRY_AFTER_SINCE
+            self._workflows = _release(installed) >= WORKFLOWS_SINCE
             await self._declare_tasks()
             self.workers = [self._make_worker(client, c) for c in self.configs]
             await self._beat(raise_errors=True)
@@ -247,6 +251,7 @@ class Orchestrator(Service):
             context=self.conductor.context,
             clock=self.clock,
             retry_after=self._retry_after,
+            workflows=self._workflows,
         )
 
     async def _on_stop(self) -> None:

@@ -47,6 +47,8 @@ from pgconductor.workflow import DurableRun
 
 __all__ = ["Worker", "WorkerStats"]
 
+#: The error of a durable call (`ctx.step`, ...) on an extension without workflows.
+WORKFLOWS_MISSING = "durable workflows (ctx.step, ctx.sleep, ...) need pgconductor extension 0.6.0"
 #: After a forced stop, how long aborted handlers get to wind down before being given up.
 FORCED_ABORT_WAIT = 1.0
 #: Cap of the backoff between failed fetches or flushes, in seconds.
@@ -93,6 +95,7 @@ class Worker(Service):
         pool: DaemonThreadPool | None = None,
         logger: logging.Logger | None = None,
         retry_after: bool = True,
+        workflows: bool = True,
     ) -> None:
         if concurrency < 1 or flush_batch < 1 or (fetch_batch is not None and fetch_batch < 1):
             raise ValueError("concurrency, fetch_batch and flush_batch must be at least 1")
@@ -118,6 +121,8 @@ class Worker(Service):
         self._handler_log = logging.getLogger("pgconductor.task")
         #: False on an extension before 0.4.0, which rejects the `retry_after` status.
         self.retry_after = retry_after
+        #: Why durable calls fail at once: an extension before 0.6.0 has no workflows.
+        self._no_workflows = None if workflows else WORKFLOWS_MISSING
         self._running: dict[UUID, Execution] = {}
         #: The claim behind each result not yet answered by SQL (for the outcome's log line).
         self._reported: dict[UUID, ClaimedExecution] = {}
@@ -339,13 +344,13 @@ class Worker(Service):
         self._settled.clear()
         create_task = asyncio.get_running_loop().create_task
         extra, logger, running = self._extra, self._handler_log, self._running
-        steps, tasks, clock = self._steps, self.tasks, self.clock
+        steps, tasks, clock, refuse = self._steps, self.tasks, self.clock, self._no_workflows
         for row in claimed:
             ctx = TaskContext(
                 row.id, row.task_key, row.queue, row.attempt, row.max_attempts, None, extra, logger
             )
             ctx._run = DurableRun(
-                row.id, row.lease, row.steps, saver=steps, tasks=tasks, clock=clock
+                row.id, row.lease, row.steps, saver=steps, tasks=tasks, clock=clock, refuse=refuse
             )
             execution = Execution(row, ctx)
             running[row.id] = execution

@@ -29,7 +29,7 @@ from uuid import UUID
 
 from pgconductor.clock import Clock, SystemClock
 from pgconductor.encoding import json_default
-from pgconductor.errors import Fatal, InvalidInput
+from pgconductor.errors import Fatal, InvalidInput, InvalidState
 
 __all__ = [
     "MAX_KEY_CHARS",
@@ -180,6 +180,7 @@ class DurableRun:
         "failure",
         "lease",
         "pending",
+        "refuse",
         "saver",
         "stored",
         "tasks",
@@ -194,8 +195,11 @@ class DurableRun:
         saver: StepSaver | None = None,
         tasks: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
+        refuse: str | None = None,
     ) -> None:
         self.execution_id = execution_id
+        #: Why durable calls cannot work here (an extension without workflows), or None.
+        self.refuse = refuse
         self.lease = lease
         self.saver = saver
         #: The known tasks (key -> `Task`): children are checked against them when given.
@@ -251,7 +255,10 @@ class DurableRun:
         return found
 
     def check_open(self) -> None:
-        """Raise what ends this run now: its non-determinism, or `Suspend` once it suspends."""
+        """Raise what ends this run now: its non-determinism, or `Suspend` once it suspends
+        (`InvalidState` when durable calls cannot work here)."""
+        if self.refuse is not None:
+            raise InvalidState(self.refuse, hint="pgconductor schema upgrade")
         if self.failure is not None:
             raise self.failure
         if self.closed:

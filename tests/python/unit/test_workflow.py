@@ -722,3 +722,34 @@ async def test_a_worker_replays_the_claimed_steps_and_flushes_the_suspension(
     assert result.status is ResultStatus.SUSPEND
     assert result.result["sleep"]["key"] == "nap"
     assert result.result["sleep"]["seq"] == 2
+
+
+@pytest.mark.parametrize(("version", "works"), [("0.5.0", False), ("0.6.0", True)])
+async def test_on_an_extension_without_workflows_durable_calls_fail_with_one_line(
+    version: str, works: bool
+) -> None:
+    from pgconductor.orchestrator import Orchestrator
+
+    fake = FakeDatabaseClient(version=version)
+    conductor = Conductor(fake)
+
+    @conductor.task("flow")
+    async def flow(ctx: TaskContext, payload: Any) -> Any:
+        return await ctx.step("a", lambda: 1)
+
+    fake.responses["get_executions"] = Backlog([claimed("flow")])
+    orchestrator = Orchestrator(conductor, heartbeat_interval=60, stale_after=7200)
+    await orchestrator.start()
+    try:
+        await fake.wait_for_call("return_executions")
+    finally:
+        await orchestrator.stop()
+    (result,) = flushed(fake)
+    if works:
+        assert result.status is ResultStatus.COMPLETED
+    else:
+        assert result.status is ResultStatus.FAILED
+        assert "InvalidState: durable workflows (ctx.step, ctx.sleep, ...) need pgconductor" in (
+            result.error or ""
+        )
+        assert fake.call_count("save_steps") == 0
