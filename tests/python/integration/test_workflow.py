@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pgconductor.conductor import Conductor, TaskContext
-from pgconductor.db import to_sqlalchemy_url
+from pgconductor.db import SqlDatabaseClient, to_sqlalchemy_url
 from pgconductor.errors import InvalidInput, NotFound
 from pgconductor.orchestrator import Orchestrator
 from pgconductor.steps import StepWriter
@@ -348,3 +348,34 @@ async def test_the_cli_shows_steps_and_children_and_waits(
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("error: execution ")
     assert "Traceback" not in unknown.stderr
+
+
+async def test_on_extension_0_5_plain_tasks_run_and_durable_calls_fail_with_one_line(
+    bare_db_url: str,
+) -> None:
+    conductor = Conductor(bare_db_url)
+    client = conductor.client
+    assert isinstance(client, SqlDatabaseClient)
+    assert await client.install_extension("0.5.0") == "0.5.0"
+
+    @conductor.task("plain-old")
+    async def plain(ctx: TaskContext, payload: Any) -> str:
+        return "ran"
+
+    @conductor.task("durable-old", max_attempts=1)
+    async def durable(ctx: TaskContext, payload: Any) -> Any:
+        return await ctx.step("a", lambda: 1)
+
+    orchestrator = Orchestrator(conductor, heartbeat_interval=1.0, stale_after=5.0)
+    await orchestrator.start()
+    try:
+        plain_id = await conductor.invoke("plain-old")
+        durable_id = await conductor.invoke("durable-old")
+        assert (await conductor.wait(plain_id, timeout=30)).result == "ran"
+        failed = await conductor.wait(durable_id, timeout=30)
+    finally:
+        await orchestrator.stop()
+        await conductor.close()
+    assert failed.state == "failed"
+    assert "need pgconductor extension 0.6.0" in (failed.last_error or "")
+    assert failed.steps == []
