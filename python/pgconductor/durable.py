@@ -27,14 +27,9 @@ from pgconductor.workflow import (
     check_name,
 )
 
-__all__ = ["DurableContext", "durable_run"]
+__all__ = ["DurableContext"]
 
 T = TypeVar("T")
-
-
-def durable_run(ctx: DurableContext) -> DurableRun | None:
-    """The run a worker attached to `ctx`, if any."""
-    return ctx._run
 
 
 def _need_loop(method: str) -> None:

@@ -753,3 +753,23 @@ async def test_on_an_extension_without_workflows_durable_calls_fail_with_one_lin
             result.error or ""
         )
         assert fake.call_count("save_steps") == 0
+
+
+async def test_gather_with_return_exceptions_keeps_failures_but_still_suspends(
+    fake: FakeDatabaseClient, conductor: Conductor
+) -> None:
+    async def handler(ctx: TaskContext, payload: Any) -> Any:
+        outcomes = await ctx.gather(
+            ctx.invoke("ok", "child", 1), ctx.invoke("bad", "child", 2), return_exceptions=True
+        )
+        return [o if not isinstance(o, ChildFailed) else f"failed: {o.error}" for o in outcomes]
+
+    bad = {"seq": 1, "kind": "child", "state": "failed", "result": None, "error": "boom"}
+    result, _ = await run(fake, conductor, handler, {"ok": done(0, "fine", "child"), "bad": bad})
+    assert result is not None
+    assert result.result == ["fine", "failed: boom"]
+
+    result, _ = await run(fake, conductor, handler, {"bad": bad})
+    assert result is not None
+    assert result.status is ResultStatus.SUSPEND
+    assert [c["key"] for c in result.result["children"]["create"]] == ["ok"]
