@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar, overload
 from uuid import UUID
@@ -30,6 +31,8 @@ from pgconductor.workflow import (
 __all__ = ["DurableContext"]
 
 T = TypeVar("T")
+#: What SQL accepts as a queue name (`_valid_queue_name`).
+_QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}\Z")
 
 
 def _need_loop(method: str) -> None:
@@ -152,8 +155,14 @@ class DurableContext:
             raise InvalidInput("a child task is a Task or a task key", sqlstate="22023")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidInput("priority must be an integer", sqlstate="22023")
-        if queue is not None:
-            check_name(queue, "queue name")
+        if queue is not None and not (isinstance(queue, str) and _QUEUE_NAME.match(queue)):
+            raise InvalidInput(
+                f"invalid queue name {queue!r}",
+                sqlstate="22023",
+                hint='a queue name is 1-48 characters of a-z, 0-9, "_" and "-"',
+            )
+        if not -(2**31) <= priority < 2**31:
+            raise InvalidInput("priority must fit a 32-bit integer", sqlstate="22023")
         bodies = []
         for payload in payloads:
             body = known.dump_payload(payload) if known is not None else payload

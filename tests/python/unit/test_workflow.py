@@ -615,6 +615,8 @@ async def test_a_stale_step_stops_the_handler_with_no_result(
             lambda ctx: ctx.invoke("c", "child", priority="hi"),
             "priority must be an integer",
         ),
+        (lambda ctx: ctx.invoke("c", "child", priority=2**40), "fit a 32-bit integer"),
+        (lambda ctx: ctx.invoke("c", "child", queue="Mail"), "invalid queue name 'Mail'"),
         (
             lambda ctx: ctx.invoke_many("f" * 198, "child", [1] * 20),
             "too long for 20 children",
