@@ -31,6 +31,8 @@ from pgconductor.workflow import (
 __all__ = ["DurableContext"]
 
 T = TypeVar("T")
+#: The longest sleep or timeout (a wake time must stay a valid timestamp).
+_LONGEST = dt.timedelta(days=36525)
 #: What SQL accepts as a queue name (`_valid_queue_name`).
 _QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}\Z")
 
@@ -47,9 +49,14 @@ def _need_loop(method: str) -> None:
 def _duration(value: dt.timedelta | float | int, what: str) -> dt.timedelta:
     if isinstance(value, bool) or not isinstance(value, dt.timedelta | float | int):
         raise InvalidInput(f"{what} must be seconds or a timedelta", sqlstate="22023")
-    delta = value if isinstance(value, dt.timedelta) else dt.timedelta(seconds=value)
+    try:
+        delta = value if isinstance(value, dt.timedelta) else dt.timedelta(seconds=value)
+    except (OverflowError, ValueError):  # too large, or NaN
+        delta = _LONGEST * 2
     if delta < dt.timedelta(0):
         raise InvalidInput(f"{what} must not be negative", sqlstate="22023")
+    if not delta <= _LONGEST:
+        raise InvalidInput(f"{what} must be at most 100 years", sqlstate="22023")
     return delta
 
 
