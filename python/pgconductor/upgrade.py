@@ -59,6 +59,10 @@ T = TypeVar("T")
 BREAKING_MARKER = re.compile(r"^--\s*pgconductor:\s*breaking\s*\((?P<why>.+)\)\s*$")
 
 #: Released (frozen) update scripts that are breaking, by file name, with the reason.
+#: 0.3.0 → 0.4.0 is, by its interface: a caller written for 0.3.0's columns or signature may
+#: fail. (The 0.3.0 package itself names the columns it reads, passes register_task's old
+#: arguments, which the new last one defaults, and was seen draining through it: so marking
+#: it costs a restart of older workers, never work.)
 #: 0.4.0 → 0.5.0 is not: the functions keep their signatures and results (only EXECUTE moves
 #: from PUBLIC to the group roles, which a package of any version needs granted alike).
 #: 0.5.0 → 0.6.0 is not: claimed_execution and get_execution gain columns a 0.5.0 package
@@ -66,8 +70,8 @@ BREAKING_MARKER = re.compile(r"^--\s*pgconductor:\s*breaking\s*\((?P<why>.+)\)\s
 #: ('suspend') it never sends.
 RELEASED_BREAKING: Mapping[str, str] = {
     "pgconductor--0.3.0--0.4.0.sql": (
-        "return_executions and get_execution return other columns and register_task takes "
-        "other arguments: packages before 0.4.0 cannot call them"
+        "return_executions and get_execution return other columns, register_task takes "
+        "other arguments"
     ),
 }
 
