@@ -9,7 +9,9 @@ raises, bounded by `start_timeout` (never a hang: the original's G25). The heart
 `heartbeat_interval`, and at once when a
 `pgconductor_signal` NOTIFY names this orchestrator, so a cancel reaches its handler in
 milliseconds. Signals: `shutdown` → graceful stop, `cancel` → abort that handler,
-`lease_lost` → abort it without reporting.
+`lease_lost` → abort it without reporting. Started on an extension without retry_after or
+durable workflows, it reads the version after each heartbeat and warns when a live upgrade
+brings them (its workers go on as they started: a restart picks them up).
 
 `stop()` stops the workers (each waits `grace_period` for its handlers, aborts the rest and
 waits `abort_grace` for them, then flushes), then the heartbeat and the notifier, then calls
@@ -170,6 +172,7 @@ class Orchestrator(Service):
         self._start_abandoned = False
         self._retry_after = True
         self._workflows = True
+        self._installed: str | None = None  # the extension version at start
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -183,6 +186,7 @@ class Orchestrator(Service):
         async with asyncio.timeout(self.start_timeout):
             self.client = client = self.conductor.client
             installed = await SchemaManager(self._schema_client(client)).check()
+            self._installed = installed
             self._retry_after = _release(installed) >= RETRY_AFTER_SINCE
             self._workflows = _release(installed) >= WORKFLOWS_SINCE
             await self._declare_tasks()
@@ -402,6 +406,37 @@ class Orchestrator(Service):
             await wait_event(self._beat_now, jittered(self.heartbeat_interval, 0.1), self.clock)
             self._beat_now.clear()
             await self._beat()
+            if not (self._retry_after and self._workflows):
+                await self._note_upgrade()
+
+    async def _note_upgrade(self) -> None:
+        """Started on an extension without some feature: warn once when a live upgrade brings
+        it. The workers go on as they started (durable workflows keep failing at once); a
+        restart picks the feature up."""
+        assert self.client is not None
+        try:
+            found = await SchemaManager(self._schema_client(self.client)).installed()
+        except Exception:
+            return  # the heartbeat reports database trouble
+        if found is None or found == self._installed:
+            return
+        gained = [
+            name
+            for name, since, had in (
+                ("retry_after", RETRY_AFTER_SINCE, self._retry_after),
+                ("durable workflows", WORKFLOWS_SINCE, self._workflows),
+            )
+            if not had and _release(found) >= since
+        ]
+        self.log.warning(
+            "orchestrator %s: the extension was upgraded from %s to %s while it ran; "
+            "restart it to use %s",
+            self.id,
+            self._installed,
+            found,
+            ", ".join(gained) or "what the new version adds",
+        )
+        self._installed = found
 
     async def _beat(self, *, raise_errors: bool = False) -> None:
         assert self.client is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -94,11 +95,13 @@ def cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_a_non_breaking_upgrade_applies_while_a_drain_runs(
-    bare_db_url: str, record_property: Callable[[str, Any], None]
+    bare_db_url: str,
+    record_property: Callable[[str, Any], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """0.5.0 -> the current version under a drain by this package's workers: the workers are
     never stopped, every execution completes exactly once, and work is done during and after
-    the upgrade."""
+    the upgrade. The orchestrator notices the upgrade and says a restart brings workflows."""
     url = bare_db_url
     assert not is_breaking("0.5.0", EXTENSION_VERSION)
     at_version(url, "0.5.0")
@@ -116,6 +119,12 @@ async def test_a_non_breaking_upgrade_applies_while_a_drain_runs(
         ended_at = now(url)
         left = len(ids) - finished_count(url, ids)
         assert left > 0, "the drain ended before the upgrade: nothing was proven"
+        noticed = (
+            f"orchestrator {orch.id}: the extension was upgraded from 0.5.0 to"
+            f" {EXTENSION_VERSION} while it ran; restart it to use durable workflows"
+        )
+        with caplog.at_level(logging.WARNING):
+            await wait_until(lambda: noticed in caplog.text, timeout=10)
         await asyncio.wait_for(drain, timeout=120)
     finally:
         if not drain.done():
