@@ -131,8 +131,8 @@ lint: ## bash -n + shellcheck on scripts; ruff, ruff format --check, mypy --stri
 
 # Steps run in order by sub-makes (each re-reads PGXS once deps installed it); the first
 # three steps already did what DB_PREREQS would repeat, so the later ones skip it.
-TEST_STEPS = deps install db-up lint check-frozen test-sql test-isolation test-python test-e2e
-test: ## everything CI runs: deps install db-up lint check-frozen test-sql test-isolation test-python test-e2e
+TEST_STEPS = deps install db-up lint check-frozen test-sql test-isolation test-python test-sql-only test-e2e
+test: ## everything CI runs: deps install db-up lint check-frozen test-sql test-isolation test-python test-sql-only test-e2e
 	@for step in $(TEST_STEPS); do \
 	  echo "==> make $$step"; \
 	  $(MAKE) --no-print-directory $$step DB_PREREQS= || { echo "make test: FAILED at '$$step'" >&2; exit 1; }; \

@@ -9,7 +9,12 @@ SET client_min_messages = warning;
 SET timezone = 'UTC';
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS "uuid-ossp";
-CREATE EXTENSION IF NOT EXISTS pgconductor;
+-- pgconductor: the extension, unless `make test-sql-only` installed the scripts as plain SQL.
+DO $$ BEGIN
+    IF to_regclass('pgconductor.sql_install') IS NULL THEN
+        CREATE EXTENSION IF NOT EXISTS pgconductor;
+    END IF;
+END $$;
 RESET pgconductor.fake_now;
 -- The tests move time with pgconductor.fake_now: the test clock must be on for this database.
 DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET pgconductor.test_clock = on', current_database()); END $$;
