@@ -238,3 +238,14 @@ async def test_a_breaking_upgrade_needs_a_client_that_can_stop_orchestrators() -
         await manager.upgrade("0.4.0")
     assert client.version == "0.3.0"
     assert update_chain("0.3.0", "0.4.0")[0][1] in RELEASED_BREAKING
+
+
+def test_every_shipped_marker_line_parses() -> None:
+    """A misspelt marker would leave a breaking script unmarked: any header line that starts
+    like one must read as one."""
+    for entry in resources.files("pgconductor").joinpath("sql", "updates").iterdir():
+        text = entry.read_text()
+        head = text.split("\\echo", 1)[0]
+        if "pgconductor: breaking" in head:
+            assert marked_breaking(text) is not None, entry.name
+    assert marked_breaking("-- pgconductor: breaking (a reason)\n") == "a reason"
