@@ -6,7 +6,7 @@ the same calls without it do prepare (so the check can fail). An orchestrator on
 polls unless it has a direct `listen_url`, and then LISTENs there. The claim position one
 session keeps is shared, behind a pooler, by every client whose transactions land on it: two
 workers alternating on one session still claim every row exactly once, in key order.
-(PgBouncer itself runs in the e2e scenario `12-pgbouncer`.)
+(PgBouncer itself runs in the e2e scenario `17-pgbouncer`.)
 """
 
 from __future__ import annotations

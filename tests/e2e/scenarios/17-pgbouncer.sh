@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# 12-pgbouncer: towers behind PgBouncer in transaction mode, with ONE server connection for
+# 17-pgbouncer: towers behind PgBouncer in transaction mode, with ONE server connection for
 # every client (so every transaction of both towers and the CLI shares one session). Both towers reach the database only through the pooler (URL option
 # ?pooler=transaction: no prepared statements); "listener" also LISTENs over a direct URL,
 # "poller" has none and polls. Waves go through the pooler too (the CLI). One wave, a kill of
