@@ -51,6 +51,7 @@ from pgconductor.db.rows import Fetch
 from pgconductor.db.statements import (
     SCHEMA_LOCK,
     SCHEMA_LOCK_KEY,
+    SCHEMA_LOCK_SQL,
     SQL_ONLY_RECORD,
     SQL_ONLY_RECORD_TABLE,
     SQL_ONLY_SCHEMA,
@@ -324,7 +325,7 @@ class StatementRunner:
             return ran
 
         async def apply(driver: psycopg.AsyncConnection[Any]) -> bool:
-            lock = "SELECT pg_catalog.pg_advisory_xact_lock(%(key)s)"
+            lock = SCHEMA_LOCK_SQL.format(key="%(key)s")
             await driver.execute(lock, {"key": SCHEMA_LOCK_KEY}, prepare=False)
             if create_schema:
                 there = "SELECT pg_catalog.to_regnamespace('pgconductor') IS NOT NULL"

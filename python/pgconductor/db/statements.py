@@ -21,6 +21,7 @@ __all__ = [
     "CALLS",
     "SCHEMA_LOCK",
     "SCHEMA_LOCK_KEY",
+    "SCHEMA_LOCK_SQL",
     "SQL_ONLY_RECORD",
     "SQL_ONLY_RECORD_TABLE",
     "SQL_ONLY_SCHEMA",
@@ -201,7 +202,14 @@ CALLS: dict[str, Call] = {
 }
 
 #: Taken (in the same transaction) before installing or upgrading the extension.
-SCHEMA_LOCK = text("SELECT pg_catalog.pg_advisory_xact_lock(CAST(:key AS bigint))")
+#: The schema lock, then a lock timeout for the rest of the transaction: an ALTER EXTENSION
+#: queued behind a long transaction would otherwise make every worker's statement queue
+#: behind it; it gives up after 2 s instead (55P03, retried by the caller's policy).
+SCHEMA_LOCK_SQL = (
+    "SELECT pg_catalog.pg_advisory_xact_lock(CAST({key} AS bigint)),"
+    " pg_catalog.set_config('lock_timeout', '2s', true)"
+)
+SCHEMA_LOCK = text(SCHEMA_LOCK_SQL.format(key=":key"))
 
 
 def _checked_version(version: str | None) -> str:
