@@ -55,9 +55,7 @@ SELECT row_eq($$SELECT state, running FROM pgconductor.orchestrator_stats() WHER
 SELECT is((SELECT state FROM pgconductor.orchestrator_stats() WHERE id = '00000000-0000-0000-0000-0000000000bb'), 'stopped',
           'orchestrator_stats: a stopped one');
 
-SELECT is(pgconductor.version(),
-          coalesce((SELECT extversion FROM pg_extension WHERE extname = 'pgconductor'),
-                   (SELECT version FROM pgconductor.sql_install ORDER BY applied_at DESC LIMIT 1)),
+SELECT is(pgconductor.version(), (SELECT default_version FROM pg_available_extensions WHERE name = 'pgconductor'),
           'version() is the installed version (the extension''s, or the plain-SQL install''s record)');
 
 SELECT * FROM finish();
