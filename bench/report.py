@@ -288,8 +288,20 @@ def workflow_rows(wf: dict[str, Any]) -> list[list[str]]:
                         verdict,
                     ]
                 )
-    fo = wf.get("fanout") or []
+    fo = [s for s in wf.get("fanout") or [] if s.get("summary")]
     of, df = _pick(fo, "pgconductor"), _pick(fo, "dbos")
+    for s in wf.get("fanout") or []:
+        if s.get("stuck"):
+            out.append(
+                [
+                    f"fan-out, {s['label']}: runs that never ended (parent not woken)",
+                    str(len(s["stuck"])),
+                    "",
+                    "",
+                    "0",
+                    "FAILED",
+                ]
+            )
     if of and df:
         o, b = of["summary"]["median"], df["summary"]["median"]
         out.append(
@@ -380,11 +392,18 @@ def workflow_md(wf: dict[str, Any]) -> list[str]:
         md.append("|---|---|---|---|---|")
         for s in fo:
             runs = s["runs"]
-            md.append(
-                f"| {s['label']} | {s['n']:,} | {_f(s['summary']['median'])}"
-                f" {[round(x['parent_ms']) for x in runs]}"
-                f" | {_f(runs[-1]['enqueue_to_end_ms'])} | {runs[-1]['statements']['total']:,} |"
-            )
+            if runs:
+                md.append(
+                    f"| {s['label']} | {s['n']:,} | {_f(s['summary']['median'])}"
+                    f" {[round(x['parent_ms']) for x in runs]}"
+                    f" | {_f(runs[-1]['enqueue_to_end_ms'])}"
+                    f" | {runs[-1]['statements']['total']:,} |"
+                )
+            for x in s.get("stuck") or []:
+                md.append(
+                    f"| {s['label']} run {x['run']} | {s['n']:,} | never ended: {x['parent']};"
+                    f" {x['verify']} | | |"
+                )
         md.append("")
     return md
 
