@@ -8,46 +8,15 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from integration.support import finished
 from pgconductor import Conductor, Fatal, TaskContext
-from pgconductor.orchestrator import Orchestrator
 
 WaitUntil = Callable[..., Any]
-
-
-@pytest.fixture
-async def conductor(fresh_db_url: str) -> AsyncIterator[Conductor]:
-    conductor = Conductor(fresh_db_url)
-    yield conductor
-    await conductor.close()
-
-
-@pytest.fixture
-async def start(conductor: Conductor) -> AsyncIterator[Callable[[], Any]]:
-    started: list[Orchestrator] = []
-
-    async def run() -> Orchestrator:
-        orchestrator = Orchestrator(
-            conductor, heartbeat_interval=30.0, stale_after=120.0, poll_interval=0.05
-        )
-        await orchestrator.start()
-        assert orchestrator.notifier is not None
-        await asyncio.wait_for(orchestrator.notifier.wait_connected(), 5.0)
-        started.append(orchestrator)
-        return orchestrator
-
-    yield run
-    for orchestrator in started:
-        await orchestrator.stop()
-
-
-async def _finished(conductor: Conductor, execution_id: Any) -> Any:
-    info = await conductor.client.get_execution(execution_id)
-    return info if info is not None and info.state not in ("pending", "running") else None
 
 
 def _lines(caplog: pytest.LogCaptureFixture, execution_id: Any) -> list[tuple[int, str]]:
@@ -70,7 +39,7 @@ async def test_each_failed_attempt_is_a_warning_and_the_last_an_error_with_the_t
     caplog.set_level(logging.INFO, logger="pgconductor")
     await start()
     execution_id = await conductor.invoke(send_email, {"host": "mail.example.com"})
-    info = await wait_until(lambda: _finished(conductor, execution_id))
+    info = await wait_until(lambda: finished(conductor, execution_id))
     assert (info.state, info.attempts) == ("failed", 2)
     await wait_until(lambda: any(n == logging.ERROR for n, _ in _lines(caplog, execution_id)))
     lines = _lines(caplog, execution_id)
@@ -102,7 +71,7 @@ async def test_fatal_fails_at_the_first_attempt(
     caplog.set_level(logging.INFO, logger="pgconductor")
     await start()
     execution_id = await conductor.invoke(charge, {})
-    info = await wait_until(lambda: _finished(conductor, execution_id))
+    info = await wait_until(lambda: finished(conductor, execution_id))
     assert (info.state, info.attempts) == ("failed", 1)
     assert info.last_error.endswith("pgconductor.errors.Fatal: card declined for good")
     await wait_until(lambda: _lines(caplog, execution_id))
@@ -132,7 +101,7 @@ async def test_a_sync_handler_stops_at_raise_if_cancelled(
     execution_id = await conductor.invoke(export, {})
     await asyncio.to_thread(entered.wait, 5.0)
     assert await conductor.client.cancel(execution_id, "not needed") == "cancelling"
-    info = await wait_until(lambda: _finished(conductor, execution_id))
+    info = await wait_until(lambda: finished(conductor, execution_id))
     assert info.state == "cancelled"
     assert info.result is None
     assert len(steps) < 6000

@@ -7,49 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from integration.support import finished
 from pgconductor import Conductor, RetryAfter, TaskContext
-from pgconductor.orchestrator import Orchestrator
 from pgconductor.testing import connected, run_inline
 from pgtest import execute
 
 WaitUntil = Callable[..., Any]
-
-
-@pytest.fixture
-async def conductor(fresh_db_url: str) -> AsyncIterator[Conductor]:
-    conductor = Conductor(fresh_db_url)
-    yield conductor
-    await conductor.close()
-
-
-@pytest.fixture
-async def start(conductor: Conductor) -> AsyncIterator[Callable[[], Any]]:
-    started: list[Orchestrator] = []
-
-    async def run() -> Orchestrator:
-        orchestrator = Orchestrator(
-            conductor, heartbeat_interval=30.0, stale_after=120.0, poll_interval=0.05
-        )
-        await orchestrator.start()
-        assert orchestrator.notifier is not None
-        await asyncio.wait_for(orchestrator.notifier.wait_connected(), 5.0)
-        started.append(orchestrator)
-        return orchestrator
-
-    yield run
-    for orchestrator in started:
-        await orchestrator.stop()
-
-
-async def _finished(conductor: Conductor, execution_id: Any) -> Any:
-    info = await conductor.client.get_execution(execution_id)
-    return info if info is not None and info.state not in ("pending", "running") else None
 
 
 def _messages(caplog: pytest.LogCaptureFixture, needle: Any) -> list[str]:
@@ -108,7 +77,7 @@ async def test_retry_after_puts_the_execution_back_without_counting_the_attempt(
     caplog.set_level(logging.INFO, logger="pgconductor")
     await start()
     execution_id = await conductor.invoke(poll_export, {})
-    info = await wait_until(lambda: _finished(conductor, execution_id))
+    info = await wait_until(lambda: finished(conductor, execution_id))
     assert (info.state, info.attempts, info.result) == ("completed", 1, "ready")
     assert calls == [1, 1, 1]  # max_attempts 1, yet it ran three times
     lines = _messages(caplog, execution_id)
@@ -129,7 +98,7 @@ async def test_retry_after_past_max_retry_after_fails(
     caplog.set_level(logging.INFO, logger="pgconductor")
     await start()
     execution_id = await conductor.invoke(always_later, {})
-    info = await wait_until(lambda: _finished(conductor, execution_id))
+    info = await wait_until(lambda: finished(conductor, execution_id))
     assert info.state == "failed"
     assert info.last_error == "rescheduled more than 2 times: still busy"
     await wait_until(lambda: any("failed for good" in m for m in _messages(caplog, execution_id)))
@@ -163,7 +132,7 @@ async def test_a_cancelled_sync_handler_that_returns_ends_cancelled_with_its_res
     assert await conductor.client.cancel(execution_id, "not needed") == "cancelling"
     await wait_until(lambda: contexts[0].cancelled)
     go.set()
-    info = await wait_until(lambda: _finished(conductor, execution_id))
+    info = await wait_until(lambda: finished(conductor, execution_id))
     assert (info.state, info.result, info.last_error) == ("cancelled", "done anyway", "not needed")
     await wait_until(lambda: _messages(caplog, f"{execution_id}: cancelled"))
     assert (
@@ -184,7 +153,7 @@ async def test_every_attempt_error_is_kept_and_each_retry_logs_its_time(
     caplog.set_level(logging.INFO, logger="pgconductor")
     await start()
     execution_id = await conductor.invoke(flaky, {})
-    info = await wait_until(lambda: _finished(conductor, execution_id))
+    info = await wait_until(lambda: finished(conductor, execution_id))
     assert (info.state, info.attempts) == ("failed", 3)
     assert [(e["attempt"], e["outcome"]) for e in info.errors] == [
         (1, "retry_scheduled"),
