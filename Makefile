@@ -145,7 +145,7 @@ demo: $(DB_PREREQS) ## the main job: SQL round trip, then worker processes drain
 bench: deps ## benchmark vs peers on an own durable cluster (~20 min): bench/results/REPORT.md
 	@bench/run.sh full
 
-bench-quick: deps ## the same at small N (~3 min): bench/results/REPORT-quick.md
+bench-quick: deps ## the same at small N (~6 min): bench/results/REPORT-quick.md
 	@bench/run.sh quick
 
 # `clean` is PGXS's (removes DATA_built and EXTRA_CLEAN); this line only documents it.
