@@ -1,4 +1,4 @@
-"""Lost wake-up of a fan-out parent (SQL 0.6.0), found by the bench's fan-out section.
+"""Lost wake-up of a fan-out parent (SQL 0.6.0, fixed in 0.6.1), found by the bench's fan-out.
 
     BENCH_PGPORT=55470 python repro_fanout_wakeup.py   # a scratch database on the bench cluster
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import uuid
 
 import psycopg
@@ -50,9 +51,13 @@ def main() -> int:
     )
     t1, t2 = psycopg.connect(url(DB)), psycopg.connect(url(DB))
     t1.execute(done, (o1, k1[0], k1[1]))
-    t2.execute(done, (o2, k2[0], k2[1]))  # other rows: does not wait for t1
+    # From 0.6.1 the second completion waits for the first (the parent's row lock): run it
+    # in a thread, then commit the first.
+    second = threading.Thread(target=lambda: (t2.execute(done, (o2, k2[0], k2[1])), t2.commit()))
+    second.start()
+    second.join(timeout=1.0)
     t1.commit()
-    t2.commit()
+    second.join()
     steps = a.execute("select state, count(*) from pgconductor.steps group by 1").fetchall()
     row = a.execute(
         "select waiting, run_at::text from pgconductor.executions where id = %s", parent

@@ -33,6 +33,13 @@ AS $$
      LIMIT 1
 $$;
 
+-- The advisory lock key of event name p_name (emits share it; registering a wait takes it
+-- alone). Inlined.
+CREATE FUNCTION pgconductor._event_lock(p_name text)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN hashtextextended('pgconductor.event:' || p_name, 0);
+
 -- Stores step results for the executions orchestrator p_orchestrator_id holds under the
 -- given leases (parallel arrays: id, lease, key, seq, result). A key already stored keeps its
 -- first result. Row locks: those executions (shared). Returns (id, key, outcome) per input:
@@ -124,6 +131,7 @@ DECLARE
     v_created timestamptz;
     v_event   record;
     v_queues  text[];
+    v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
     IF v_kind IS NULL OR v_kind NOT IN ('sleep', 'children', 'event') OR jsonb_typeof(v_step) <> 'object' THEN
         outcome := 'failed';
@@ -182,6 +190,16 @@ BEGIN
             END IF;
             v_wake := (v_step ->> 'deadline')::timestamptz;
             IF NOT EXISTS (SELECT 1 FROM pgconductor.steps AS s WHERE s.execution_id = p_id AND s.key = v_key) THEN
+                -- The name's event lock, exclusive: an emit still in flight commits first and the
+                -- look-up below sees it. Waited for at most 1 s (an emitter's transaction can be
+                -- long); past that the wait is registered without it, as before.
+                BEGIN
+                    PERFORM set_config('lock_timeout', '1s', true);
+                    PERFORM pg_advisory_xact_lock(pgconductor._event_lock(v_step ->> 'name'));
+                EXCEPTION WHEN lock_not_available THEN
+                    NULL;
+                END;
+                PERFORM set_config('lock_timeout', v_lock_timeout, true);
                 -- No lost wake-up: an event emitted since the execution was created, and not given
                 -- to an earlier wait of it, is taken now.
                 SELECT e.created_at INTO v_created FROM pgconductor.executions AS e WHERE e.id = p_id AND e.queue = p_queue;

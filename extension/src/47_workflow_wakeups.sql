@@ -63,6 +63,13 @@ BEGIN
         RETURN NULL;  -- the common case: plain executions completed
     END IF;
 
+    -- Parents first, locked in id order: two statements ending the last two children of one
+    -- parent would each see the other's step still waiting and neither would wake it. With
+    -- the lock the second waits for the first to commit; its next statements see that.
+    PERFORM 1 FROM pgconductor.executions AS p
+     WHERE p.id IN (SELECT x.parent_id FROM ended AS x WHERE x.parent_id IS NOT NULL)
+     ORDER BY p.id
+       FOR UPDATE;
     WITH children AS (
         SELECT x.id, x.state, x.result, x.last_error FROM ended AS x WHERE x.parent_id IS NOT NULL
     ), filled AS (
@@ -103,8 +110,8 @@ CREATE TRIGGER finished_executions_ended AFTER INSERT ON pgconductor.finished_ex
 
 -- Emits event p_name with payload p_payload (a JSON object) in the caller's transaction:
 -- every execution waiting for p_name whose match the payload contains gets it as its step's
--- result and wakes. The event is kept (prune_finished) for waits registered later. Row locks:
--- the matching waits and their executions. Raises 22023 for a bad name or payload. Returns
+-- result and wakes. The event is kept (prune_finished) for waits registered later. Locks: the
+-- name's event lock (shared), the matching waits and their executions. Raises 22023 for a bad name or payload. Returns
 -- the event's id.
 CREATE FUNCTION pgconductor.emit_event(p_name text, p_payload jsonb DEFAULT '{}')
 RETURNS bigint
@@ -125,6 +132,9 @@ BEGIN
         RAISE EXCEPTION 'an event payload must be a JSON object, got %', pgconductor._show(v_payload::text)
             USING ERRCODE = '22023', HINT = 'For example {"order_id": 7}.';
     END IF;
+    -- Shared with other emits of this name, exclusive against a wait being registered for
+    -- it (_suspend): a wait and an event committing at the same moment would not see each other.
+    PERFORM pg_advisory_xact_lock_shared(pgconductor._event_lock(p_name));
     INSERT INTO pgconductor.events (name, payload) VALUES (p_name, v_payload) RETURNING id INTO v_id;
 
     v_pairs := ARRAY(SELECT pgconductor._match_key(jsonb_build_object(m.key, m.value)) FROM jsonb_each(v_payload) AS m);

@@ -45,6 +45,7 @@ SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = (
     "0.4.0",
     "0.5.0",
     "0.6.0",
+    "0.6.1",
 )
 #: This package's own version (the installed distribution's), quoted in mismatch messages.
 PACKAGE_VERSION = __version__

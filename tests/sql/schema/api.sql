@@ -37,7 +37,7 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE p
           NULL, 'every function pins search_path or binds its names at CREATE (SQL-standard body)');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND prosqlbody IS NOT NULL AND proconfig IS NULL),
-          ARRAY['_max_interval', '_max_new_queues_per_call', '_max_queues', '_now', '_partition_name', '_show',
+          ARRAY['_event_lock', '_max_interval', '_max_new_queues_per_call', '_max_queues', '_now', '_partition_name', '_show',
                 '_uuid7', '_valid_queue_name', '_valid_task_key', '_with_error'],
           'the hot helpers and the named limits have no SET clause, so the planner can inline them');
 
