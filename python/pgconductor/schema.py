@@ -46,6 +46,7 @@ SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = (
     "0.5.0",
     "0.6.0",
     "0.6.1",
+    "0.7.0",
 )
 #: This package's own version (the installed distribution's), quoted in mismatch messages.
 PACKAGE_VERSION = __version__
