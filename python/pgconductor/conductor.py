@@ -7,10 +7,10 @@ before any SQL runs, and again by the worker when it receives them (`Task.parse_
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from datetime import datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 from uuid import UUID
 
 from sqlalchemy import Connection
@@ -20,6 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pgconductor.clock import Clock, SystemClock
 from pgconductor.db import RetryPolicy, SqlDatabaseClient
 from pgconductor.errors import InvalidInput, PgConductorError
+from pgconductor.flow import (
+    BatchFlow,
+    Flow,
+    FlowControl,
+    TaskLimits,
+    batch_flow_args,
+    batches,
+    check_dedupe,
+    flow_args,
+    task_limits,
+)
 from pgconductor.protocol import DatabaseClient, SyncInvoker
 from pgconductor.task import (
     Backoff,
@@ -53,8 +64,11 @@ def _context_mapping(context: Mapping[str, Any] | object | None) -> dict[str, An
     return {name: getattr(context, name) for name in names if not name.startswith("_")}
 
 
-class Conductor:
+class Conductor(FlowControl):
     """Task registry plus `invoke`; hand it to an `Orchestrator` to run the handlers.
+
+    Flow control (extension 0.7.0): the enqueue options of `pgconductor.flow.Flow` on every
+    invoke form, the task limits of `TaskLimits` on `task()`, and `FlowControl`'s calls.
 
     The first argument is a database URL (plain `postgresql://` works), an `AsyncEngine`,
     a `DatabaseClient`, or None to read `DATABASE_URL` when the database is first needed.
@@ -110,13 +124,14 @@ class Conductor:
         timeout: timedelta | float | None = None,
         max_retry_after: int | None = None,
         payload: Any = None,
+        **limits: Unpack[TaskLimits],
     ) -> Callable[[Callable[..., R]], Task[R]]:
         """Register a handler `(ctx, payload)` (async or plain) under `key`; returns a `Task`.
 
         A setting left out (None) is not sent: the worker keeps what SQL has for it (set
         with `register_task`/`declare_task`), or the default for a new task (queue
         `default`, 3 attempts, backoff 1 s to 10 min, UTC, no window, no timeout, 20
-        `RetryAfter`s).
+        `RetryAfter`s; no flow-control limit, keep completed 7 days and failed 30).
         """
         if not key or not isinstance(key, str):
             raise InvalidInput("a task key must be a non-empty string", sqlstate="22023")
@@ -141,6 +156,7 @@ class Conductor:
             given["window_start"], given["window_end"] = (
                 clock_time(v, "window bound") for v in window
             )
+        given |= task_limits(limits)
         given = {name: value for name, value in given.items() if value is not None}
         spec = TaskSpec(key=key, **given, declared=frozenset(given))
 
@@ -230,13 +246,22 @@ class Conductor:
         priority: int = 0,
         dedupe_key: str | None = None,
         conn: AsyncConnection | None = None,
+        **flow: Unpack[Flow],
     ) -> UUID:
-        """Enqueue one execution; with `conn` it commits or rolls back with the caller."""
+        """Enqueue one execution; with `conn` it commits or rolls back with the caller.
+        Flow-control options (`concurrency_key`, `on_conflict`, `throttle`, ...): `Flow`."""
         key, (body,), queue = self._prepare(task, [payload], queue)
-        when = self._when(run_at, delay)
+        when, options = self._when(run_at, delay), flow_args(flow)
         await self._ensure_queue(queue, conn)
         return await self.client.invoke(
-            key, body, queue=queue, run_at=when, priority=priority, dedupe_key=dedupe_key, conn=conn
+            key,
+            body,
+            queue=queue,
+            run_at=when,
+            priority=priority,
+            dedupe_key=dedupe_key,
+            conn=conn,
+            **options,
         )
 
     async def invoke_many(
@@ -251,15 +276,18 @@ class Conductor:
         dedupe_keys: Sequence[str | None] | None = None,
         conn: AsyncConnection | None = None,
         chunk_size: int = BATCH_CHUNK,
+        **flow: Unpack[BatchFlow],
     ) -> list[UUID]:
-        """Enqueue many executions of one task, `chunk_size` per `invoke_batch` call."""
+        """Enqueue many executions of one task, `chunk_size` per `invoke_batch` call.
+        Flow-control options: `BatchFlow`."""
         key, bodies, queue = self._prepare(task, payloads, queue)
         when = self._when(run_at, delay)
-        keys = _check_dedupe(dedupe_keys, len(bodies))
+        keys = check_dedupe(dedupe_keys, len(bodies))
+        extra = batch_flow_args(flow, len(bodies))
         if bodies:
             await self._ensure_queue(queue, conn)
         ids: list[UUID] = []
-        for args, options in _batches(key, bodies, queue, when, priority, keys, chunk_size):
+        for args, options in batches(key, bodies, queue, when, priority, keys, chunk_size, extra):
             ids += await self.client.invoke_batch(*args, **options, conn=conn)
         return ids
 
@@ -280,13 +308,21 @@ class Conductor:
         priority: int = 0,
         dedupe_key: str | None = None,
         conn: Connection | None = None,
+        **flow: Unpack[Flow],
     ) -> UUID:
         """Blocking `invoke`; with a sync `conn` it commits or rolls back with the caller."""
         key, (body,), queue = self._prepare(task, [payload], queue)
-        when = self._when(run_at, delay)
+        when, options = self._when(run_at, delay), flow_args(flow, "invoke_sync")
         self._ensure_queue_sync(queue, conn)
         return self._sync_client().invoke_sync(
-            key, body, queue=queue, run_at=when, priority=priority, dedupe_key=dedupe_key, conn=conn
+            key,
+            body,
+            queue=queue,
+            run_at=when,
+            priority=priority,
+            dedupe_key=dedupe_key,
+            conn=conn,
+            **options,
         )
 
     def invoke_many_sync(
@@ -301,16 +337,18 @@ class Conductor:
         dedupe_keys: Sequence[str | None] | None = None,
         conn: Connection | None = None,
         chunk_size: int = BATCH_CHUNK,
+        **flow: Unpack[BatchFlow],
     ) -> list[UUID]:
         """Blocking `invoke_many`."""
         key, bodies, queue = self._prepare(task, payloads, queue)
         when = self._when(run_at, delay)
-        keys = _check_dedupe(dedupe_keys, len(bodies))
+        keys = check_dedupe(dedupe_keys, len(bodies))
+        extra = batch_flow_args(flow, len(bodies), "invoke_many_sync")
         client = self._sync_client()
         if bodies:
             self._ensure_queue_sync(queue, conn)
         ids: list[UUID] = []
-        for args, options in _batches(key, bodies, queue, when, priority, keys, chunk_size):
+        for args, options in batches(key, bodies, queue, when, priority, keys, chunk_size, extra):
             ids += client.invoke_batch_sync(*args, **options, conn=conn)
         return ids
 
@@ -354,36 +392,3 @@ class Conductor:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _batches(
-    key: str,
-    bodies: Sequence[Any],
-    queue: str | None,
-    when: datetime | None,
-    priority: int,
-    keys: Sequence[str | None] | None,
-    chunk_size: int,
-) -> Iterator[tuple[tuple[list[str], Sequence[Any]], dict[str, Any]]]:
-    """The `invoke_batch` arguments for each chunk of `chunk_size` executions of one task."""
-    for lo in range(0, len(bodies), chunk_size):
-        chunk = bodies[lo : lo + chunk_size]
-        n = len(chunk)
-        yield (
-            ([key] * n, chunk),
-            {
-                "queues": [queue] * n,
-                "run_ats": [when] * n,
-                "priorities": [priority] * n,
-                "dedupe_keys": None if keys is None else keys[lo : lo + chunk_size],
-            },
-        )
-
-
-def _check_dedupe(keys: Sequence[str | None] | None, count: int) -> list[str | None] | None:
-    """Dedupe keys, when given, must pair with the payloads one to one."""
-    if keys is None:
-        return None
-    if len(keys) != count:
-        raise InvalidInput(f"{len(keys)} dedupe keys for {count} payloads", sqlstate="22023")
-    return list(keys)

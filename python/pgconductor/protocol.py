@@ -16,10 +16,12 @@ from pgconductor.types import (
     ExecutionInfo,
     ExecutionResult,
     ExecutionSummary,
+    FlowStatus,
     OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
+    Submitted,
     TaskOverview,
     TaskSpec,
 )
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["DatabaseClient", "SchemaClient", "SyncInvoker"]
+__all__ = ["DatabaseClient", "FlowClient", "SchemaClient", "SyncInvoker"]
 
 
 @runtime_checkable
@@ -44,9 +46,15 @@ class DatabaseClient(Protocol):
         run_at: dt.datetime | None = None,
         priority: int = 0,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_by: dt.datetime | None = None,
         conn: AsyncConnection | None = None,
     ) -> UUID:
-        """Enqueue one execution; return its id."""
+        """Enqueue one execution; return its id (the flow options need extension 0.7.0)."""
         ...
 
     async def invoke_batch(
@@ -58,6 +66,12 @@ class DatabaseClient(Protocol):
         run_ats: Sequence[dt.datetime | None] | None = None,
         priorities: Sequence[int | None] | None = None,
         dedupe_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_bys: Sequence[dt.datetime | None] | None = None,
         conn: AsyncConnection | None = None,
     ) -> list[UUID]:
         """Enqueue many executions in one statement; ids in input order."""
@@ -206,6 +220,12 @@ class SyncInvoker(Protocol):
         run_at: dt.datetime | None = None,
         priority: int = 0,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_by: dt.datetime | None = None,
         conn: Connection | None = None,
     ) -> UUID:
         """Blocking `invoke`."""
@@ -220,6 +240,12 @@ class SyncInvoker(Protocol):
         run_ats: Sequence[dt.datetime | None] | None = None,
         priorities: Sequence[int | None] | None = None,
         dedupe_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_bys: Sequence[dt.datetime | None] | None = None,
         conn: Connection | None = None,
     ) -> list[UUID]:
         """Blocking `invoke_batch`."""
@@ -227,6 +253,94 @@ class SyncInvoker(Protocol):
 
     def create_queue_sync(self, queue: str) -> bool:
         """Blocking `create_queue`."""
+        ...
+
+
+@runtime_checkable
+class FlowClient(Protocol):
+    """A client with the flow-control calls of extension 0.7.0 (older ones answer 42883)."""
+
+    async def submit(
+        self,
+        task_key: str,
+        payload: Any,
+        *,
+        queue: str | None = None,
+        run_at: dt.datetime | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_by: dt.datetime | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> Submitted:
+        """Enqueue one execution; its id and what the call did (created, throttled, ...)."""
+        ...
+
+    async def submit_batch(
+        self,
+        task_keys: Sequence[str],
+        payloads: Sequence[Any],
+        *,
+        queues: Sequence[str | None] | None = None,
+        run_ats: Sequence[dt.datetime | None] | None = None,
+        priorities: Sequence[int | None] | None = None,
+        dedupe_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_bys: Sequence[dt.datetime | None] | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> list[Submitted]:
+        """`submit` for many in one statement; rows in input order."""
+        ...
+
+    async def pause_queue(self, queue: str) -> bool:
+        """Claims skip the queue; True when it changed."""
+        ...
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Claims take the queue again; True when it changed."""
+        ...
+
+    async def pause_task(self, task_key: str) -> bool:
+        """Claims skip the task; True when it changed."""
+        ...
+
+    async def resume_task(self, task_key: str) -> bool:
+        """Claims take the task again; True when it changed."""
+        ...
+
+    async def cancel_by_key(
+        self,
+        task_key: str,
+        *,
+        dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        reason: str = "cancelled by user",
+    ) -> int:
+        """Cancel a task's live executions with the key; return how many."""
+        ...
+
+    async def set_fair_share(self, queue: str, enabled: bool) -> None:
+        """Turn round-robin claims across concurrency keys on or off for a queue."""
+        ...
+
+    async def set_key_weight(self, queue: str, key: str, weight: int | None) -> None:
+        """A concurrency key's share weight in a fair-share queue (None: 1)."""
+        ...
+
+    async def maintain(self, limit: int = 10000) -> dict[str, Any]:
+        """One maintenance pass (expire, prune, clean up); its counts by name."""
+        ...
+
+    async def flow_status(self, queue: str | None = None) -> list[FlowStatus]:
+        """Running and pending per task and concurrency key, with the limits."""
         ...
 
 

@@ -13,11 +13,13 @@ __all__ = [
     "ExecutionInfo",
     "ExecutionResult",
     "ExecutionSummary",
+    "FlowStatus",
     "OrchestratorInfo",
     "QueueStats",
     "ResultStatus",
     "ReturnOutcome",
     "Signal",
+    "Submitted",
     "TaskOverview",
     "TaskSpec",
 ]
@@ -109,6 +111,20 @@ class TaskSpec:
     timeout: timedelta | None = None
     #: How often a handler may `raise RetryAfter(...)` before the execution fails.
     max_retry_after: int = 20
+    # Flow control (extension 0.7.0 on); None is no limit.
+    #: Running executions of the task across every worker.
+    max_running: int | None = None
+    #: Running executions per concurrency key.
+    max_running_per_key: int | None = None
+    #: Starts per `rate_period`, of the whole task / per concurrency key.
+    rate_limit: int | None = None
+    rate_limit_per_key: int | None = None
+    rate_period: timedelta = timedelta(seconds=1)
+    #: An execution not started within this of its run_at ends `expired`.
+    start_within: timedelta | None = None
+    #: How long finished executions are kept: completed ones, and failed/cancelled/expired ones.
+    keep_completed: timedelta = timedelta(days=7)
+    keep_failed: timedelta = timedelta(days=30)
     declared: frozenset[str] = frozenset()
 
 
@@ -195,3 +211,28 @@ class OrchestratorInfo:
     last_heartbeat_at: datetime
     running: int
     info: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """One row of `pgconductor.submit`: the execution id and what the call did with it.
+
+    outcome: created | updated | kept | superseded | throttled | debounced (extension 0.7.0).
+    """
+
+    id: UUID
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStatus:
+    """One row of `pgconductor.flow_status`: what a task's limits hold now, per key."""
+
+    task_key: str
+    #: None for the task's executions without a concurrency key.
+    concurrency_key: str | None
+    running: int
+    pending: int
+    max_running: int | None
+    max_running_per_key: int | None
+    paused: bool

@@ -31,10 +31,12 @@ from pgconductor.types import (
     ExecutionInfo,
     ExecutionResult,
     ExecutionSummary,
+    FlowStatus,
     OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
+    Submitted,
     TaskOverview,
     TaskSpec,
 )
@@ -47,6 +49,11 @@ _OUTCOME_OF_STATUS = {
     "retry_after": "rescheduled",
     "suspend": "suspended",
 }
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The flow options given (not None): calls without any record what they always did."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 class FakeDatabaseClient:
@@ -62,7 +69,9 @@ class FakeDatabaseClient:
 
     # -- test helpers -------------------------------------------------------------------
 
-    def simulate_error(self, method: str, exc: BaseException, times: int | None = None) -> None:
+    def simulate_error(
+        self, method: str, exc: BaseException, times: int | None = None
+    ) -> None:
         """Make `method` raise `exc` (on the next `times` calls, or always when None)."""
         self.errors[method] = (exc, times)
 
@@ -78,7 +87,9 @@ class FakeDatabaseClient:
         """How many times `method` was called."""
         return sum(1 for name, _, _ in self.calls if name == method)
 
-    async def wait_for_call(self, method: str, count: int = 1, timeout: float = 5.0) -> None:
+    async def wait_for_call(
+        self, method: str, count: int = 1, timeout: float = 5.0
+    ) -> None:
         """Wait until `method` was called at least `count` times (fails after `timeout`)."""
         async with asyncio.timeout(timeout):
             while self.call_count(method) < count:
@@ -101,7 +112,9 @@ class FakeDatabaseClient:
         response = self.responses[method]
         return response(*args, **kwargs) if callable(response) else response
 
-    async def _answer_async(self, method: str, default: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _answer_async(
+        self, method: str, default: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         result = self._answer(method, default, *args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
@@ -118,6 +131,12 @@ class FakeDatabaseClient:
         run_at: dt.datetime | None = None,
         priority: int = 0,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_by: dt.datetime | None = None,
         conn: AsyncConnection | None = None,
     ) -> UUID:
         """Record; default answer: a new uuid."""
@@ -131,6 +150,14 @@ class FakeDatabaseClient:
             priority=priority,
             dedupe_key=dedupe_key,
             conn=conn,
+            **_given(
+                concurrency_key=concurrency_key,
+                on_conflict=on_conflict,
+                throttle=throttle,
+                debounce=debounce,
+                debounce_max=debounce_max,
+                start_by=start_by,
+            ),
         )
 
     async def invoke_batch(
@@ -142,6 +169,12 @@ class FakeDatabaseClient:
         run_ats: Sequence[dt.datetime | None] | None = None,
         priorities: Sequence[int | None] | None = None,
         dedupe_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_bys: Sequence[dt.datetime | None] | None = None,
         conn: AsyncConnection | None = None,
     ) -> list[UUID]:
         """Record; default answer: one new uuid per key."""
@@ -155,6 +188,14 @@ class FakeDatabaseClient:
             priorities=priorities,
             dedupe_keys=dedupe_keys,
             conn=conn,
+            **_given(
+                concurrency_keys=concurrency_keys,
+                on_conflict=on_conflict,
+                throttle=throttle,
+                debounce=debounce,
+                debounce_max=debounce_max,
+                start_bys=start_bys,
+            ),
         )
 
     async def register_task(self, spec: TaskSpec) -> None:
@@ -191,7 +232,9 @@ class FakeDatabaseClient:
         """Record; default answer: each status's plain outcome."""
         return await self._answer_async(
             "return_executions",
-            lambda: [ReturnOutcome(r.id, _OUTCOME_OF_STATUS[str(r.status)]) for r in results],
+            lambda: [
+                ReturnOutcome(r.id, _OUTCOME_OF_STATUS[str(r.status)]) for r in results
+            ],
             orchestrator_id,
             results,
         )
@@ -247,13 +290,17 @@ class FakeDatabaseClient:
     ) -> int:
         """Record (`keep` as the last argument, sorted); default answer: 0."""
         keep_ids = None if keep is None else sorted(keep)
-        return await self._answer_async("release_orchestrator", 0, orchestrator_id, keep_ids)
+        return await self._answer_async(
+            "release_orchestrator", 0, orchestrator_id, keep_ids
+        )
 
     async def request_shutdown(self, orchestrator_id: UUID | None = None) -> int:
         """Record; default answer: 0."""
         return await self._answer_async("request_shutdown", 0, orchestrator_id)
 
-    async def cancel(self, execution_id: UUID, reason: str = "cancelled by user") -> str:
+    async def cancel(
+        self, execution_id: UUID, reason: str = "cancelled by user"
+    ) -> str:
         """Record; default answer: "cancelled"."""
         return await self._answer_async("cancel", "cancelled", execution_id, reason)
 
@@ -286,7 +333,9 @@ class FakeDatabaseClient:
         limit: int = 1000,
     ) -> int:
         """Record; default answer: 0."""
-        return await self._answer_async("retry_executions", 0, state, task_key, queue, limit)
+        return await self._answer_async(
+            "retry_executions", 0, state, task_key, queue, limit
+        )
 
     async def task_overview(self) -> list[TaskOverview]:
         """Record; default answer: no tasks."""
@@ -324,6 +373,12 @@ class FakeDatabaseClient:
         run_at: dt.datetime | None = None,
         priority: int = 0,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_by: dt.datetime | None = None,
         conn: Connection | None = None,
     ) -> UUID:
         """Record; default answer: a new uuid."""
@@ -337,6 +392,14 @@ class FakeDatabaseClient:
             priority=priority,
             dedupe_key=dedupe_key,
             conn=conn,
+            **_given(
+                concurrency_key=concurrency_key,
+                on_conflict=on_conflict,
+                throttle=throttle,
+                debounce=debounce,
+                debounce_max=debounce_max,
+                start_by=start_by,
+            ),
         )
 
     def invoke_batch_sync(
@@ -348,6 +411,12 @@ class FakeDatabaseClient:
         run_ats: Sequence[dt.datetime | None] | None = None,
         priorities: Sequence[int | None] | None = None,
         dedupe_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_bys: Sequence[dt.datetime | None] | None = None,
         conn: Connection | None = None,
     ) -> list[UUID]:
         """Record; default answer: one new uuid per key."""
@@ -361,11 +430,147 @@ class FakeDatabaseClient:
             priorities=priorities,
             dedupe_keys=dedupe_keys,
             conn=conn,
+            **_given(
+                concurrency_keys=concurrency_keys,
+                on_conflict=on_conflict,
+                throttle=throttle,
+                debounce=debounce,
+                debounce_max=debounce_max,
+                start_bys=start_bys,
+            ),
         )
 
     def create_queue_sync(self, queue: str) -> bool:
         """Record; default answer: True."""
         return self._answer("create_queue_sync", True, queue)
+
+    # -- FlowClient -----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        task_key: str,
+        payload: Any,
+        *,
+        queue: str | None = None,
+        run_at: dt.datetime | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_by: dt.datetime | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> Submitted:
+        """Record; default answer: a new uuid, created."""
+        return await self._answer_async(
+            "submit",
+            lambda: Submitted(uuid.uuid4(), "created"),
+            task_key,
+            payload,
+            queue=queue,
+            run_at=run_at,
+            priority=priority,
+            dedupe_key=dedupe_key,
+            conn=conn,
+            **_given(
+                concurrency_key=concurrency_key,
+                on_conflict=on_conflict,
+                throttle=throttle,
+                debounce=debounce,
+                debounce_max=debounce_max,
+                start_by=start_by,
+            ),
+        )
+
+    async def submit_batch(
+        self,
+        task_keys: Sequence[str],
+        payloads: Sequence[Any],
+        *,
+        queues: Sequence[str | None] | None = None,
+        run_ats: Sequence[dt.datetime | None] | None = None,
+        priorities: Sequence[int | None] | None = None,
+        dedupe_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_bys: Sequence[dt.datetime | None] | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> list[Submitted]:
+        """Record; default answer: one new uuid per key, created."""
+        return await self._answer_async(
+            "submit_batch",
+            lambda: [Submitted(uuid.uuid4(), "created") for _ in task_keys],
+            task_keys,
+            payloads,
+            queues=queues,
+            run_ats=run_ats,
+            priorities=priorities,
+            dedupe_keys=dedupe_keys,
+            conn=conn,
+            **_given(
+                concurrency_keys=concurrency_keys,
+                on_conflict=on_conflict,
+                throttle=throttle,
+                debounce=debounce,
+                debounce_max=debounce_max,
+                start_bys=start_bys,
+            ),
+        )
+
+    async def pause_queue(self, queue: str) -> bool:
+        """Record; default answer: True."""
+        return await self._answer_async("pause_queue", True, queue)
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Record; default answer: True."""
+        return await self._answer_async("resume_queue", True, queue)
+
+    async def pause_task(self, task_key: str) -> bool:
+        """Record; default answer: True."""
+        return await self._answer_async("pause_task", True, task_key)
+
+    async def resume_task(self, task_key: str) -> bool:
+        """Record; default answer: True."""
+        return await self._answer_async("resume_task", True, task_key)
+
+    async def cancel_by_key(
+        self,
+        task_key: str,
+        *,
+        dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        reason: str = "cancelled by user",
+    ) -> int:
+        """Record; default answer: 0."""
+        return await self._answer_async(
+            "cancel_by_key",
+            0,
+            task_key,
+            dedupe_key=dedupe_key,
+            concurrency_key=concurrency_key,
+            reason=reason,
+        )
+
+    async def set_fair_share(self, queue: str, enabled: bool) -> None:
+        """Record."""
+        await self._answer_async("set_fair_share", None, queue, enabled)
+
+    async def set_key_weight(self, queue: str, key: str, weight: int | None) -> None:
+        """Record."""
+        await self._answer_async("set_key_weight", None, queue, key, weight)
+
+    async def maintain(self, limit: int = 10000) -> dict[str, Any]:
+        """Record; default answer: nothing done."""
+        return await self._answer_async("maintain", dict, limit)
+
+    async def flow_status(self, queue: str | None = None) -> list[FlowStatus]:
+        """Record; default answer: no rows."""
+        return await self._answer_async("flow_status", list, queue)
 
     # -- SchemaClient -------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pgconductor.db import rows
-from pgconductor.db.runner import StatementRunner
+from pgconductor.db.flow import FlowCalls
 from pgconductor.db.statements import CALLS, alter_extension, create_extension
 from pgconductor.encoding import to_json
 from pgconductor.errors import PgConductorError
@@ -32,12 +32,13 @@ from pgconductor.types import (
 __all__ = ["SqlDatabaseClient"]
 
 
-class SqlDatabaseClient(StatementRunner):
+class SqlDatabaseClient(FlowCalls):
     """`DatabaseClient` over a SQLAlchemy `AsyncEngine`, with transient-error retry.
 
     Pass a URL (plain `postgresql://` is accepted) or an existing `AsyncEngine`. `abort`,
     when set, stops retrying (the error is raised at once); cancellation always propagates.
     `prepare=False` for transaction-mode poolers that cannot keep prepared statements.
+    The flow-control calls (extension 0.7.0) come from `FlowCalls`.
     """
 
     #: Whether the claim returns stored steps (0.6.0 on); None until the first claim tells.
@@ -62,11 +63,25 @@ class SqlDatabaseClient(StatementRunner):
         run_at: dt.datetime | None = None,
         priority: int = 0,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_by: dt.datetime | None = None,
         conn: AsyncConnection | None = None,
     ) -> UUID:
-        """Call `pgconductor.invoke`; return the execution id."""
+        """Call `pgconductor.invoke`; return the execution id (flow options: 0.7.0 on)."""
         params = rows.invoke_params(task_key, payload, queue, run_at, priority, dedupe_key)
-        uuid: UUID = await self._run(CALLS["invoke"], params, rows.scalar, conn)
+        flow = rows.flow_params(
+            concurrency_key, on_conflict, throttle, debounce, debounce_max, start_by
+        )
+        if rows.any_given(flow):
+            uuid: UUID = await self._run_flow(
+                CALLS["invoke_flow"], params | flow, rows.scalar, conn
+            )
+        else:
+            uuid = await self._run(CALLS["invoke"], params, rows.scalar, conn)
         return uuid
 
     async def invoke_batch(
@@ -78,10 +93,22 @@ class SqlDatabaseClient(StatementRunner):
         run_ats: Sequence[dt.datetime | None] | None = None,
         priorities: Sequence[int | None] | None = None,
         dedupe_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_bys: Sequence[dt.datetime | None] | None = None,
         conn: AsyncConnection | None = None,
     ) -> list[UUID]:
         """Call the parallel-array `pgconductor.invoke_batch`; ids in input order."""
         params = rows.batch_params(task_keys, payloads, queues, run_ats, priorities, dedupe_keys)
+        flow = rows.batch_flow_params(
+            concurrency_keys, on_conflict, throttle, debounce, debounce_max, start_bys
+        )
+        if rows.any_given(flow):
+            call = CALLS["invoke_batch_flow"]
+            return await self._run_flow(call, params | flow, rows.first_column, conn)
         return await self._run(CALLS["invoke_batch"], params, rows.first_column, conn)
 
     def invoke_sync(
@@ -93,11 +120,23 @@ class SqlDatabaseClient(StatementRunner):
         run_at: dt.datetime | None = None,
         priority: int = 0,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_by: dt.datetime | None = None,
         conn: Connection | None = None,
     ) -> UUID:
         """Blocking `invoke`, on the caller's sync `Connection` when given."""
         params = rows.invoke_params(task_key, payload, queue, run_at, priority, dedupe_key)
-        uuid: UUID = self._run_sync(CALLS["invoke"], params, rows.scalar, conn)
+        flow = rows.flow_params(
+            concurrency_key, on_conflict, throttle, debounce, debounce_max, start_by
+        )
+        if rows.any_given(flow):
+            uuid: UUID = self._run_flow_sync(CALLS["invoke_flow"], params | flow, rows.scalar, conn)
+        else:
+            uuid = self._run_sync(CALLS["invoke"], params, rows.scalar, conn)
         return uuid
 
     def invoke_batch_sync(
@@ -109,10 +148,22 @@ class SqlDatabaseClient(StatementRunner):
         run_ats: Sequence[dt.datetime | None] | None = None,
         priorities: Sequence[int | None] | None = None,
         dedupe_keys: Sequence[str | None] | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
+        on_conflict: str | None = None,
+        throttle: dt.timedelta | None = None,
+        debounce: dt.timedelta | None = None,
+        debounce_max: dt.timedelta | None = None,
+        start_bys: Sequence[dt.datetime | None] | None = None,
         conn: Connection | None = None,
     ) -> list[UUID]:
         """Blocking `invoke_batch`, on the caller's sync `Connection` when given."""
         params = rows.batch_params(task_keys, payloads, queues, run_ats, priorities, dedupe_keys)
+        flow = rows.batch_flow_params(
+            concurrency_keys, on_conflict, throttle, debounce, debounce_max, start_bys
+        )
+        if rows.any_given(flow):
+            call = CALLS["invoke_batch_flow"]
+            return self._run_flow_sync(call, params | flow, rows.first_column, conn)
         return self._run_sync(CALLS["invoke_batch"], params, rows.first_column, conn)
 
     def create_queue_sync(self, queue: str) -> bool:

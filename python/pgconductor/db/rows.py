@@ -20,10 +20,12 @@ from pgconductor.types import (
     ExecutionInfo,
     ExecutionResult,
     ExecutionSummary,
+    FlowStatus,
     OrchestratorInfo,
     QueueStats,
     ReturnOutcome,
     Signal,
+    Submitted,
     TaskOverview,
     TaskSpec,
 )
@@ -31,6 +33,8 @@ from pgconductor.types import (
 __all__ = [
     "Fetch",
     "RowList",
+    "any_given",
+    "batch_flow_params",
     "batch_params",
     "claimed_execution",
     "claimed_executions",
@@ -38,6 +42,8 @@ __all__ = [
     "execution_info",
     "execution_summaries",
     "first_column",
+    "flow_params",
+    "flow_statuses",
     "invoke_params",
     "nothing",
     "optional_array",
@@ -50,6 +56,7 @@ __all__ = [
     "scalar_or_none",
     "signals",
     "step_outcomes",
+    "submitted",
     "task_overview",
     "task_spec",
 ]
@@ -114,6 +121,53 @@ def batch_params(
     }
 
 
+def flow_params(
+    concurrency_key: str | None,
+    on_conflict: str | None,
+    throttle: dt.timedelta | None,
+    debounce: dt.timedelta | None,
+    debounce_max: dt.timedelta | None,
+    start_by: dt.datetime | None,
+) -> dict[str, Any]:
+    """The flow-control binds of `invoke`/`submit` (0.7.0)."""
+    params = {
+        "concurrency_key": concurrency_key,
+        "on_conflict": on_conflict,
+        "throttle": throttle,
+        "debounce": debounce,
+        "debounce_max": debounce_max,
+        "start_by": start_by,
+    }
+    return params
+
+
+def batch_flow_params(
+    concurrency_keys: Sequence[str | None] | None,
+    on_conflict: str | None,
+    throttle: dt.timedelta | None,
+    debounce: dt.timedelta | None,
+    debounce_max: dt.timedelta | None,
+    start_bys: Sequence[dt.datetime | None] | None,
+) -> dict[str, Any]:
+    """The flow-control binds of `invoke_batch`/`submit_batch` (0.7.0; arrays NULL when all
+    NULL)."""
+    params = {
+        "concurrency_keys": optional_array(concurrency_keys),
+        "on_conflict": on_conflict,
+        "throttle": throttle,
+        "debounce": debounce,
+        "debounce_max": debounce_max,
+        "start_bys": optional_array(start_bys),
+    }
+    return params
+
+
+def any_given(params: dict[str, Any]) -> bool:
+    """Whether some bind is not NULL: without flow options the plain `invoke` serves, which
+    every extension version has."""
+    return any(value is not None for value in params.values())
+
+
 #: `register_task`'s arguments, named as `TaskSpec`'s fields.
 _REGISTER_ARGS = (
     "key",
@@ -153,6 +207,14 @@ def declared_settings(spec: TaskSpec) -> dict[str, Any]:
         "backoff_cap": ("backoff_cap_ms", _ms(spec.backoff_cap)),
         "timeout": ("timeout_ms", _ms(spec.timeout)),
         "max_retry_after": ("max_retry_after", spec.max_retry_after),
+        "max_running": ("max_running", spec.max_running),
+        "max_running_per_key": ("max_running_per_key", spec.max_running_per_key),
+        "rate_limit": ("rate_limit", spec.rate_limit),
+        "rate_limit_per_key": ("rate_limit_per_key", spec.rate_limit_per_key),
+        "rate_period": ("rate_period_ms", _ms(spec.rate_period)),
+        "start_within": ("start_within_ms", _ms(spec.start_within)),
+        "keep_completed": ("keep_completed_ms", _ms(spec.keep_completed)),
+        "keep_failed": ("keep_failed_ms", _ms(spec.keep_failed)),
     }
     return dict(every[name] for name in sorted(spec.declared))
 
@@ -161,8 +223,17 @@ def _delta_ms(value: Any) -> dt.timedelta | None:
     return None if value is None else dt.timedelta(milliseconds=value)
 
 
+def _delta_or(settings: dict[str, Any], name: str, default: dt.timedelta) -> dt.timedelta:
+    value = settings.get(name)
+    return default if value is None else dt.timedelta(milliseconds=value)
+
+
+_DEFAULT = TaskSpec(key="-")
+
+
 def task_spec(key: str, settings: dict[str, Any], declared: frozenset[str]) -> TaskSpec:
-    """The effective settings `declare_task` returned, as a `TaskSpec`."""
+    """The effective settings `declare_task` returned, as a `TaskSpec` (the flow-control ones
+    at their defaults before 0.7.0, which does not return them)."""
     start, end = settings.get("window_start"), settings.get("window_end")
     return TaskSpec(
         key=key,
@@ -175,6 +246,14 @@ def task_spec(key: str, settings: dict[str, Any], declared: frozenset[str]) -> T
         backoff_cap=dt.timedelta(milliseconds=settings["backoff_cap_ms"]),
         timeout=_delta_ms(settings.get("timeout_ms")),
         max_retry_after=settings["max_retry_after"],
+        max_running=settings.get("max_running"),
+        max_running_per_key=settings.get("max_running_per_key"),
+        rate_limit=settings.get("rate_limit"),
+        rate_limit_per_key=settings.get("rate_limit_per_key"),
+        rate_period=_delta_or(settings, "rate_period_ms", _DEFAULT.rate_period),
+        start_within=_delta_ms(settings.get("start_within_ms")),
+        keep_completed=_delta_or(settings, "keep_completed_ms", _DEFAULT.keep_completed),
+        keep_failed=_delta_or(settings, "keep_failed_ms", _DEFAULT.keep_failed),
         declared=declared,
     )
 
@@ -263,6 +342,19 @@ def queue_stats(rows: RowList) -> list[QueueStats]:
 def orchestrators(rows: RowList) -> list[OrchestratorInfo]:
     """`orchestrator_stats` rows."""
     return [OrchestratorInfo(*row) for row in rows]
+
+
+def submitted(rows: RowList) -> list[Submitted]:
+    """`(id, outcome)` rows of `submit`/`submit_batch`."""
+    return [Submitted(row[0], row[1]) for row in rows]
+
+
+def flow_statuses(rows: RowList) -> list[FlowStatus]:
+    """`flow_status` rows, counts as ints."""
+    return [
+        FlowStatus(row[0], row[1], int(row[2]), int(row[3]), row[4], row[5], bool(row[6]))
+        for row in rows
+    ]
 
 
 _decode_json = JSONDecoder().raw_decode

@@ -75,20 +75,44 @@ _CLAIMED_STEPS = f"{_CLAIMED}, steps::text"
 _RUN_AT = "CASE WHEN isfinite(run_at) THEN run_at END"
 _INFO = f"id, task_key, queue, state, attempts, priority, {_RUN_AT}, locked_by, last_error, result"
 
+_INVOKE_ARGS = (
+    "task_key text, payload jsonb, queue text, run_at timestamptz, priority integer,"
+    " dedupe_key text"
+)
+_BATCH_ARGS = (
+    "task_keys text[], payloads jsonb[], queues text[], run_ats timestamptz[],"
+    " priorities integer[], dedupe_keys text[]"
+)
+#: The flow-control options common to every enqueue form (0.7.0 on).
+_FLOW_SCALARS = "on_conflict text, throttle interval, debounce interval, debounce_max interval"
+_FLOW_ARGS = f"concurrency_key text, {_FLOW_SCALARS}"
+
 CALLS: dict[str, Call] = {
     call.name: call
     for call in (
-        _call(
-            "invoke",
-            "task_key text, payload jsonb, queue text, run_at timestamptz,"
-            " priority integer, dedupe_key text",
+        _call("invoke", _INVOKE_ARGS),
+        _call("invoke_batch", _BATCH_ARGS, "id", "WITH ORDINALITY AS b(id, n) ORDER BY n"),
+        # From 0.7.0 on: the flow-control options (sent only when one is given, so a plain
+        # invoke works on every version).
+        replace(
+            _call("invoke", f"{_INVOKE_ARGS}, {_FLOW_ARGS}, start_by timestamptz"),
+            name="invoke_flow",
         ),
+        replace(
+            _call(
+                "invoke_batch",
+                f"{_BATCH_ARGS}, concurrency_keys text[], {_FLOW_SCALARS}, start_bys timestamptz[]",
+                "id",
+                "WITH ORDINALITY AS b(id, n) ORDER BY n",
+            ),
+            name="invoke_batch_flow",
+        ),
+        _call("submit", f"{_INVOKE_ARGS}, {_FLOW_ARGS}, start_by timestamptz", "id, outcome"),
         _call(
-            "invoke_batch",
-            "task_keys text[], payloads jsonb[], queues text[],"
-            " run_ats timestamptz[], priorities integer[], dedupe_keys text[]",
-            "id",
-            "WITH ORDINALITY AS b(id, n) ORDER BY n",
+            "submit_batch",
+            f"{_BATCH_ARGS}, concurrency_keys text[], {_FLOW_SCALARS}, start_bys timestamptz[]",
+            "id, outcome",
+            "WITH ORDINALITY AS b(id, outcome, n) ORDER BY n",
         ),
         _call(
             "register_task",
@@ -183,6 +207,20 @@ CALLS: dict[str, Call] = {
             "id, state, version, started_at, last_heartbeat_at, running, info",
         ),
         _call("prune_finished", "older_than interval, limit integer"),
+        _call("pause_queue", "queue text"),
+        _call("resume_queue", "queue text"),
+        _call("pause_task", "task_key text"),
+        _call("resume_task", "task_key text"),
+        _call("cancel_by_key", "task_key text, dedupe_key text, concurrency_key text, reason text"),
+        _call("set_fair_share", "queue text, enabled boolean"),
+        _call("set_key_weight", "queue text, key text, weight integer"),
+        _call("maintain", "limit integer"),
+        _call(
+            "flow_status",
+            "queue text",
+            "task_key, concurrency_key, running, pending, max_running, max_running_per_key, paused",
+            "ORDER BY task_key, concurrency_key NULLS FIRST",
+        ),
         _call("version"),
         _plain(
             "extension_version",

@@ -8,9 +8,9 @@ import pytest
 
 from fakes import FakeDatabaseClient
 from pgconductor.db import SqlDatabaseClient
-from pgconductor.protocol import DatabaseClient, SchemaClient, SyncInvoker
+from pgconductor.protocol import DatabaseClient, FlowClient, SchemaClient, SyncInvoker
 
-PROTOCOLS = (DatabaseClient, SyncInvoker, SchemaClient)
+PROTOCOLS = (DatabaseClient, SyncInvoker, SchemaClient, FlowClient)
 
 
 def _methods(protocol: type) -> list[str]:
