@@ -138,6 +138,36 @@ BEGIN
 END
 $$;
 
+-- Raises 22023 unless p_key is NULL (none) or a usable concurrency key: 1-250 characters
+-- without control characters (the claim joins task and key with one). Returns nothing.
+CREATE FUNCTION pgconductor._assert_concurrency_key(p_key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_key IS NOT NULL AND (char_length(p_key) NOT BETWEEN 1 AND 250 OR p_key ~ '[[:cntrl:]]') THEN
+        RAISE EXCEPTION 'invalid concurrency key % (% characters)', pgconductor._show(p_key), char_length(p_key)
+            USING ERRCODE = '22023', HINT = 'A concurrency key (a tenant, a user...) is 1-250 characters without control characters, or NULL for none.';
+    END IF;
+END
+$$;
+
+-- Raises 22023 unless p_value is NULL (no limit) or at least 1 (p_what names the setting).
+-- Returns nothing.
+CREATE FUNCTION pgconductor._assert_limit(p_what text, p_value integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value < 1 THEN
+        RAISE EXCEPTION '% must be at least 1, got %', p_what, p_value
+            USING ERRCODE = '22023', HINT = 'Pass NULL for no limit.';
+    END IF;
+END
+$$;
+
 -- Raises 22023 unless p_value lies in [p_min, p_max] (p_what names the setting in the
 -- message); NULL passes when p_nullable. Returns nothing.
 CREATE FUNCTION pgconductor._assert_interval(p_what text, p_value interval, p_min interval, p_nullable boolean,

@@ -4,15 +4,23 @@
 
 -- Queues: inserting a row creates the queue's partition, deleting it drops it (25_queues.sql);
 -- at most _max_queues() of them.
+-- paused: claims skip the queue; fair_share: its concurrency keys share the claim round-robin
+-- (47_flow_gate.sql), served by an index on its partition made by set_fair_share().
 CREATE TABLE pgconductor.queues (
     name       text PRIMARY KEY CONSTRAINT queues_name_valid CHECK (name ~ '^[a-z0-9][a-z0-9_-]{0,47}$'),
-    created_at timestamptz NOT NULL DEFAULT pgconductor._now()
+    created_at timestamptz NOT NULL DEFAULT pgconductor._now(),
+    paused     boolean NOT NULL DEFAULT false,
+    fair_share boolean NOT NULL DEFAULT false
 );
 
 -- Tasks: settings per task key. A key invoked before any worker registered it needs no row
 -- here: it runs with the defaults (3 attempts, no window, 1 s..10 min backoff). The column
 -- defaults are the only home of the defaults: register_task() and declare_task() read them.
 -- max_retry_after: how often a handler may put its execution back with RetryAfter.
+-- Flow control (48_flow.sql): max_running and max_running_per_key cap running executions of
+-- the task and of each concurrency key; rate_limit and rate_limit_per_key cap starts per
+-- rate_period; start_within expires executions not started that long after run_at; paused:
+-- claims skip it; keep_completed / keep_failed: how long maintain() keeps them once ended.
 CREATE TABLE pgconductor.tasks (
     key          text PRIMARY KEY CONSTRAINT tasks_key_valid
                      CHECK (char_length(key) BETWEEN 1 AND 200 AND key !~ '[[:cntrl:]]' AND key = btrim(key)),
@@ -30,6 +38,19 @@ CREATE TABLE pgconductor.tasks (
     updated_at   timestamptz NOT NULL DEFAULT pgconductor._now(),
     max_retry_after integer NOT NULL DEFAULT 20
                      CONSTRAINT tasks_max_retry_after_nonnegative CHECK (max_retry_after >= 0),
+    max_running         integer CONSTRAINT tasks_max_running_positive CHECK (max_running >= 1),
+    max_running_per_key integer CONSTRAINT tasks_max_running_per_key_positive CHECK (max_running_per_key >= 1),
+    rate_limit          integer CONSTRAINT tasks_rate_limit_positive CHECK (rate_limit >= 1),
+    rate_limit_per_key  integer CONSTRAINT tasks_rate_limit_per_key_positive CHECK (rate_limit_per_key >= 1),
+    rate_period         interval NOT NULL DEFAULT '1 second'
+                            CONSTRAINT tasks_rate_period_bounded CHECK (rate_period > interval '0' AND rate_period <= pgconductor._max_interval()),
+    start_within        interval CONSTRAINT tasks_start_within_bounded
+                            CHECK (start_within > interval '0' AND start_within <= pgconductor._max_interval()),
+    paused              boolean NOT NULL DEFAULT false,
+    keep_completed      interval NOT NULL DEFAULT '7 days'
+                            CONSTRAINT tasks_keep_completed_bounded CHECK (keep_completed >= interval '0' AND keep_completed <= pgconductor._max_interval()),
+    keep_failed         interval NOT NULL DEFAULT '30 days'
+                            CONSTRAINT tasks_keep_failed_bounded CHECK (keep_failed >= interval '0' AND keep_failed <= pgconductor._max_interval()),
     CONSTRAINT tasks_window_both_or_neither CHECK ((window_start IS NULL) = (window_end IS NULL)),
     CONSTRAINT tasks_window_not_empty CHECK (window_start IS NULL OR window_start <> window_end),
     CONSTRAINT tasks_backoff_cap_ge_base CHECK (backoff_cap >= backoff_base)
@@ -42,6 +63,8 @@ CREATE TABLE pgconductor.tasks (
 -- Durable workflows (46_workflows.sql): parent_id/parent_step name a child's parent and the
 -- parent's step; waiting (sleep | children | event) marks a parked execution, which no claim
 -- sees until it is woken (run_at is its wake time or deadline); has_steps: steps are stored.
+-- concurrency_key: the key its task's per-key limits, rate limits and fair share count by;
+-- start_by: it ends 'expired' when no claim started it by then (maintain()).
 CREATE TABLE pgconductor.executions (
     id            uuid NOT NULL DEFAULT pgconductor._uuid7(),
     task_key      text NOT NULL CONSTRAINT executions_task_key_valid
@@ -64,6 +87,8 @@ CREATE TABLE pgconductor.executions (
     parent_step   text,
     waiting       text CONSTRAINT executions_waiting_valid CHECK (waiting IN ('sleep', 'children', 'event')),
     has_steps     boolean NOT NULL DEFAULT false,
+    concurrency_key text,
+    start_by      timestamptz,
     CONSTRAINT executions_pkey PRIMARY KEY (id, queue),
     CONSTRAINT executions_lock_consistent CHECK ((locked_by IS NULL) = (locked_at IS NULL))
 ) PARTITION BY LIST (queue);
@@ -78,17 +103,23 @@ CREATE INDEX executions_timers_idx ON pgconductor.executions (run_at) WHERE wait
 CREATE INDEX executions_parent_idx ON pgconductor.executions (parent_id) WHERE parent_id IS NOT NULL;
 -- Recovery and release: the rows an orchestrator holds.
 CREATE INDEX executions_locked_by_idx ON pgconductor.executions (locked_by) WHERE locked_by IS NOT NULL;
+-- Start-by deadlines: maintain() expires the overdue ones.
+CREATE INDEX executions_start_by_idx ON pgconductor.executions (start_by) WHERE start_by IS NOT NULL;
+-- Cancel by concurrency key.
+CREATE INDEX executions_concurrency_key_idx ON pgconductor.executions (task_key, concurrency_key)
+    WHERE concurrency_key IS NOT NULL;
 -- Deduplication: one live execution per (queue, task, dedupe key).
 CREATE UNIQUE INDEX executions_dedupe_key ON pgconductor.executions (queue, task_key, dedupe_key)
     WHERE dedupe_key IS NOT NULL;
 
--- Executions that ended. state: completed | failed | cancelled. Retention: prune_finished().
+-- Executions that ended. state: completed | failed | cancelled | expired. Retention: maintain()
+-- per task policy, prune_finished() by age.
 CREATE TABLE pgconductor.finished_executions (
     id              uuid PRIMARY KEY,
     task_key        text NOT NULL,
     queue           text NOT NULL,
     payload         jsonb NOT NULL,
-    state           text NOT NULL CONSTRAINT finished_state_valid CHECK (state IN ('completed', 'failed', 'cancelled')),
+    state           text NOT NULL CONSTRAINT finished_state_valid CHECK (state IN ('completed', 'failed', 'cancelled', 'expired')),
     attempts        integer NOT NULL,
     lease           integer NOT NULL DEFAULT 0,
     priority        integer NOT NULL,

@@ -16,11 +16,93 @@
 -- written under a pinned DateStyle, and one that does not parse is ignored, so no session
 -- setting can make a claim fail.
 
+-- The fair-share pick of queue p_queue: up to p_limit claimable rows (_claimable with the
+-- other arguments), round-robin over its concurrency keys (rows without one form key ''),
+-- starting after key p_cursor and wrapping around; a key of weight w (key_weights) gives w
+-- rows a round. Reads the queue's fair index (set_fair_share): one probe per key served, so
+-- the cost follows the batch, not the backlog or the number of keys. Locks what it returns
+-- (SKIP LOCKED). Returns the ids in serving order and the last key served (the next cursor).
+CREATE FUNCTION pgconductor._pick_fair(p_queue text, p_task_keys text[], p_blocked text[], p_blocked_keys text[],
+                                       p_max_attempts jsonb, p_exclude uuid[], p_limit integer, p_now timestamptz,
+                                       p_cursor text,
+                                       OUT ids uuid[], OUT cursor text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_keys text[];
+    v_base integer;
+BEGIN
+    -- The next keys with pending rows after the cursor, then from the first key up to it: a
+    -- loose scan (each step one probe of the index for the next greater key; keys contain no
+    -- control characters, so in "C" order k || chr(1) is where the keys after k begin).
+    v_keys := ARRAY(
+        WITH RECURSIVE ks(k, n) AS (
+            SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                     WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                       AND coalesce(e.concurrency_key, '') COLLATE "C" >= coalesce(p_cursor || chr(1), '')
+                     ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), 1
+            UNION ALL
+            SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                     WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                       AND coalesce(e.concurrency_key, '') COLLATE "C" >= ks.k || chr(1)
+                     ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), ks.n + 1
+              FROM ks WHERE ks.k IS NOT NULL AND ks.n < p_limit
+        )
+        SELECT ks.k FROM ks WHERE ks.k IS NOT NULL);
+    IF cardinality(v_keys) < p_limit AND p_cursor IS NOT NULL THEN
+        v_keys := v_keys || ARRAY(
+            WITH RECURSIVE ks(k, n) AS (
+                SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                         WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                         ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), 1
+                UNION ALL
+                SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                         WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                           AND coalesce(e.concurrency_key, '') COLLATE "C" >= ks.k || chr(1)
+                         ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), ks.n + 1
+                  FROM ks WHERE ks.k IS NOT NULL AND ks.k < p_cursor AND ks.n < p_limit - cardinality(v_keys)
+            )
+            SELECT ks.k FROM ks WHERE ks.k IS NOT NULL AND ks.k <= p_cursor COLLATE "C");
+    END IF;
+    IF cardinality(v_keys) = 0 THEN
+        ids := '{}';
+        RETURN;
+    END IF;
+    -- Rows per weight unit: enough for the batch when every key has rows to give.
+    SELECT ceil(p_limit::numeric / sum(coalesce(w.weight, 1)))::integer INTO v_base
+      FROM unnest(v_keys) AS k(k)
+      LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k;
+    SELECT coalesce(array_agg(r.id ORDER BY r.round, r.ord, r.rn), '{}'),
+           (array_agg(r.k ORDER BY r.round DESC, r.ord DESC, r.rn DESC))[1]
+      INTO ids, cursor
+      FROM (SELECT x.id, k.k, k.ord, x.rn, ceil(x.rn::numeric / coalesce(w.weight, 1)) AS round,
+                   row_number() OVER (ORDER BY ceil(x.rn::numeric / coalesce(w.weight, 1)), k.ord, x.rn) AS pos
+              FROM unnest(v_keys) WITH ORDINALITY AS k(k, ord)
+              LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k
+             CROSS JOIN LATERAL (
+                SELECT c.id, row_number() OVER () AS rn
+                  FROM (SELECT c.id FROM pgconductor.executions AS c
+                         WHERE c.queue = p_queue AND coalesce(c.concurrency_key, '') COLLATE "C" = k.k
+                           AND pgconductor._claimable(c, p_now, p_task_keys, p_blocked, p_blocked_keys, p_max_attempts)
+                           AND NOT (c.id = ANY (p_exclude))
+                         ORDER BY coalesce(c.concurrency_key, '') COLLATE "C", c.priority, c.run_at, c.id
+                         LIMIT v_base * coalesce(w.weight, 1)
+                           FOR UPDATE SKIP LOCKED) AS c) AS x) AS r
+     WHERE r.pos <= p_limit;
+END
+$$;
+
 -- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
 -- NULL (the worker passes the tasks it has handlers for), for orchestrator p_orchestrator_id.
--- Skips tasks outside their window, parked executions and executions whose attempts are
--- exhausted; first wakes the parked ones whose time came. Row locks: the claimed rows, then
--- the orchestrator's row. Returns the claimed executions, with their stored steps.
+-- Stages: validate; wake the parked ones whose time came; gate (_claim_gate: windows,
+-- pauses, limits); pick (_claimable rows in key order from the claim position, or
+-- round-robin over keys in a fair-share queue); trim to what the limits admit
+-- (_claim_trim); lease; remember the position; revive the orchestrator. When the trim
+-- dropped rows, the gate and pick run again for the rest of the batch (three rounds at
+-- most), so keys at their limit do not keep the others waiting. Row locks: the picked rows,
+-- the advisory locks of limited tasks, their rate buckets, then the orchestrator's row.
+-- Returns the claimed executions, with their stored steps. A paused queue returns nothing.
 CREATE FUNCTION pgconductor.get_executions(
     p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer, p_queue text DEFAULT 'default')
 RETURNS SETOF pgconductor.claimed_execution
@@ -34,16 +116,25 @@ SET jit = off
 SET DateStyle = 'ISO, YMD'
 AS $$
 DECLARE
-    v_now      timestamptz := pgconductor._now();
-    v_blocked  text[] := '{}';
-    v_ids      uuid[];
-    v_cont     uuid[] := '{}';
-    v_head     uuid[] := '{}';
-    v_setting  text := 'pgconductor.claim_position_' || replace(p_queue, '-', '$');
-    v_filter   text := md5(coalesce(p_task_keys::text, '*'));
-    v_position text[];
-    v_head_at  timestamptz := v_now;
-    v_last     record;
+    v_now       timestamptz := pgconductor._now();
+    v_gated     boolean;
+    v_attempts  jsonb;
+    v_queue     record;
+    v_gate      record;
+    v_picked    uuid[];
+    v_ids       uuid[];
+    v_taken     uuid[] := '{}';
+    v_claimed   integer := 0;
+    v_want      integer := p_batch_size;
+    v_cont      uuid[] := '{}';
+    v_head      uuid[] := '{}';
+    v_fair      record;
+    v_setting   text := 'pgconductor.claim_position_' || replace(p_queue, '-', '$');
+    v_filter    text := md5(coalesce(p_task_keys::text, '*'));
+    v_position  text[];
+    v_head_at   timestamptz := v_now;
+    v_last      record;
+    v_stamp     text := '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}(:[0-9]{2}){0,2}$';
 BEGIN
     IF p_orchestrator_id IS NULL THEN
         RAISE EXCEPTION 'orchestrator id must not be NULL'
@@ -67,98 +158,127 @@ BEGIN
         PERFORM pgconductor._wake_due(p_queue, v_now);
     END IF;
 
-    -- Tasks outside their daily window right now (decided here, from the small tasks table).
-    IF EXISTS (SELECT 1 FROM pgconductor.tasks AS t WHERE t.window_start IS NOT NULL) THEN
-        v_blocked := pgconductor._closed_tasks(v_now);
-    END IF;
-
-    -- Pick: the three passes share one candidate predicate (keep them in step); each locks
-    -- what it picks (SKIP LOCKED) and lists it in key order. The position is
-    -- "priority|run_at|id|head pass at|filter". A continued claim that comes up short runs the
-    -- head pass too, so only claims that fill their batch skip it (a drain).
-    v_position := string_to_array(nullif(current_setting(v_setting, true), ''), '|');
-    IF cardinality(v_position) <> 5 OR v_position[1] !~ '^-?[0-9]{1,10}$'
-       OR v_position[2] !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}(:[0-9]{2}){0,2}$'
-       OR v_position[4] !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}(:[0-9]{2}){0,2}$'
-       OR v_position[3] !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-        v_position := NULL;  -- not one this function wrote (or from an older release): start from the head
-    END IF;
-    IF v_position[5] = v_filter AND v_position[4]::timestamptz > v_now - interval '1 second' THEN
-        v_head_at := v_position[4]::timestamptz;
-        v_cont := ARRAY(
-            SELECT c.id FROM pgconductor.executions AS c
-             WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.waiting IS NULL AND c.run_at <= v_now
-               AND c.priority < v_position[1]::integer
-               AND (p_task_keys IS NULL OR c.task_key = ANY (p_task_keys)) AND NOT (c.task_key = ANY (v_blocked))
-               AND (c.attempts = 0
-                    OR c.attempts < coalesce((SELECT t.max_attempts FROM pgconductor.tasks AS t WHERE t.key = c.task_key), 3))
-             ORDER BY c.priority, c.run_at, c.id
-             LIMIT p_batch_size
-               FOR UPDATE SKIP LOCKED);
-        IF cardinality(v_cont) < p_batch_size THEN
-            v_cont := v_cont || ARRAY(
-                SELECT c.id FROM pgconductor.executions AS c
-                 WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.waiting IS NULL AND c.run_at <= v_now
-                   AND (c.priority, c.run_at, c.id) > (v_position[1]::integer, v_position[2]::timestamptz, v_position[3]::uuid)
-                   AND (p_task_keys IS NULL OR c.task_key = ANY (p_task_keys)) AND NOT (c.task_key = ANY (v_blocked))
-                   AND (c.attempts = 0
-                        OR c.attempts < coalesce((SELECT t.max_attempts FROM pgconductor.tasks AS t WHERE t.key = c.task_key), 3))
-                 ORDER BY c.priority, c.run_at, c.id
-                 LIMIT p_batch_size - cardinality(v_cont)
-                   FOR UPDATE SKIP LOCKED);
-        END IF;
-    END IF;
-    IF cardinality(v_cont) < p_batch_size THEN
-        v_head_at := v_now;
-        v_head := ARRAY(
-            SELECT c.id FROM pgconductor.executions AS c
-             WHERE c.queue = p_queue AND c.locked_by IS NULL AND c.waiting IS NULL AND c.run_at <= v_now
-               AND NOT (c.id = ANY (v_cont))  -- locked by this transaction already: SKIP LOCKED would not skip them
-               AND (p_task_keys IS NULL OR c.task_key = ANY (p_task_keys)) AND NOT (c.task_key = ANY (v_blocked))
-               AND (c.attempts = 0
-                    OR c.attempts < coalesce((SELECT t.max_attempts FROM pgconductor.tasks AS t WHERE t.key = c.task_key), 3))
-             ORDER BY c.priority, c.run_at, c.id
-             LIMIT p_batch_size - cardinality(v_cont)
-               FOR UPDATE SKIP LOCKED);
-    END IF;
-    v_ids := v_cont || v_head;
-    IF cardinality(v_ids) = 0 THEN
-        IF v_position IS NOT NULL THEN
-            PERFORM set_config(v_setting, '', false);
-        END IF;
+    SELECT q.paused, q.fair_share INTO v_queue FROM pgconductor.queues AS q WHERE q.name = p_queue;
+    IF v_queue.paused THEN
         RETURN;
     END IF;
+    -- One read of the small tasks table: whether any wanted task has a rule of the gate, and
+    -- the attempts each may spend.
+    SELECT coalesce(bool_or(pgconductor._gated(t)), false), coalesce(jsonb_object_agg(t.key, t.max_attempts), '{}')
+      INTO v_gated, v_attempts
+      FROM pgconductor.tasks AS t WHERE p_task_keys IS NULL OR t.key = ANY (p_task_keys);
+    SELECT '{}'::text[] AS blocked, '{}'::text[] AS blocked_keys, NULL::jsonb AS limits INTO v_gate;
 
-    -- The UPDATE finds the picked rows by primary key in one partition: a join with the
-    -- picked rows instead let the planner hash-join a scan of the whole partition, which made
-    -- every claim cost O(backlog).
-    RETURN QUERY
-    WITH claimed AS (
-        UPDATE pgconductor.executions AS e
-           SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1, lease = e.lease + 1
-         WHERE e.queue = p_queue AND e.id = ANY (v_ids)
-        RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at, e.lease, e.has_steps
-    )
-    SELECT c.id, c.task_key, c.queue, c.payload, c.attempts,
-           coalesce(t.max_attempts, 3), c.priority, c.run_at,
-           (extract(epoch FROM t.timeout) * 1000)::bigint, c.lease,
-           CASE WHEN c.has_steps THEN pgconductor._steps_by_key(c.id) END
-      FROM claimed AS c
-      LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
-     ORDER BY c.priority, c.run_at, c.id;
+    FOR v_round IN 1..3 LOOP
+        IF v_gated THEN
+            SELECT * INTO v_gate FROM pgconductor._claim_gate(p_task_keys, v_now);
+        END IF;
 
-    -- A claim that filled its batch (a backlog is draining) leaves the position where it
-    -- ended: the greater of the last rows of the two lists (each is in key order). One that
-    -- did not forgets it, so the next claim is one pass from the head.
-    IF cardinality(v_ids) = p_batch_size THEN
-        SELECT e.priority, e.run_at, e.id INTO v_last
-          FROM pgconductor.executions AS e
-         WHERE e.queue = p_queue AND e.id IN (v_cont[cardinality(v_cont)], v_head[cardinality(v_head)])
-         ORDER BY e.priority DESC, e.run_at DESC, e.id DESC
-         LIMIT 1;
-        PERFORM set_config(v_setting, concat_ws('|', v_last.priority, v_last.run_at, v_last.id, v_head_at, v_filter), false);
-    ELSIF v_position IS NOT NULL THEN
-        PERFORM set_config(v_setting, '', false);
+        IF v_queue.fair_share THEN
+            -- The round-robin cursor lives in the session, like the claim position.
+            SELECT * INTO v_fair FROM pgconductor._pick_fair(
+                p_queue, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts, v_taken, v_want, v_now,
+                nullif(current_setting(v_setting || '$fair', true), ''));
+            v_picked := v_fair.ids;
+            PERFORM set_config(v_setting || '$fair', coalesce(v_fair.cursor, ''), false);
+        ELSE
+            -- The position is "priority|run_at|id|head pass at|filter". A continued claim that
+            -- comes up short runs the head pass too, so only claims that fill their batch skip
+            -- it (a drain). Later rounds start from the head, past what this claim locked.
+            v_cont := '{}';
+            v_head := '{}';
+            IF v_round = 1 THEN
+                v_position := string_to_array(nullif(current_setting(v_setting, true), ''), '|');
+                IF cardinality(v_position) <> 5 OR v_position[1] !~ '^-?[0-9]{1,10}$'
+                   OR v_position[2] !~ v_stamp OR v_position[4] !~ v_stamp
+                   OR v_position[3] !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+                    v_position := NULL;  -- not one this function wrote (or from an older release): start from the head
+                END IF;
+                IF v_position[5] = v_filter AND v_position[4]::timestamptz > v_now - interval '1 second' THEN
+                    v_head_at := v_position[4]::timestamptz;
+                    v_cont := ARRAY(
+                        SELECT c.id FROM pgconductor.executions AS c
+                         WHERE c.queue = p_queue AND c.priority < v_position[1]::integer
+                           AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                         ORDER BY c.priority, c.run_at, c.id
+                         LIMIT v_want
+                           FOR UPDATE SKIP LOCKED);
+                    IF cardinality(v_cont) < v_want THEN
+                        v_cont := v_cont || ARRAY(
+                            SELECT c.id FROM pgconductor.executions AS c
+                             WHERE c.queue = p_queue
+                               AND (c.priority, c.run_at, c.id) > (v_position[1]::integer, v_position[2]::timestamptz, v_position[3]::uuid)
+                               AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                             ORDER BY c.priority, c.run_at, c.id
+                             LIMIT v_want - cardinality(v_cont)
+                               FOR UPDATE SKIP LOCKED);
+                    END IF;
+                END IF;
+            END IF;
+            IF cardinality(v_cont) < v_want THEN
+                v_head_at := v_now;
+                v_head := ARRAY(
+                    SELECT c.id FROM pgconductor.executions AS c
+                     WHERE c.queue = p_queue
+                       AND NOT (c.id = ANY (v_cont || v_taken))  -- locked by this transaction already: SKIP LOCKED would not skip them
+                       AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                     ORDER BY c.priority, c.run_at, c.id
+                     LIMIT v_want - cardinality(v_cont)
+                       FOR UPDATE SKIP LOCKED);
+            END IF;
+            v_picked := v_cont || v_head;
+        END IF;
+        v_taken := v_taken || v_picked;
+        v_ids := CASE WHEN v_gate.limits IS NULL THEN v_picked
+                      ELSE pgconductor._claim_trim(p_queue, v_picked, v_gate.limits) END;
+
+        IF cardinality(v_ids) > 0 THEN
+            -- The UPDATE finds the picked rows by primary key in one partition: a join with the
+            -- picked rows instead let the planner hash-join a scan of the whole partition, which
+            -- made every claim cost O(backlog).
+            RETURN QUERY
+            WITH claimed AS (
+                UPDATE pgconductor.executions AS e
+                   SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1,
+                       lease = e.lease + 1, start_by = NULL
+                 WHERE e.queue = p_queue AND e.id = ANY (v_ids)
+                RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at, e.lease, e.has_steps
+            )
+            SELECT c.id, c.task_key, c.queue, c.payload, c.attempts,
+                   coalesce(t.max_attempts, 3), c.priority, c.run_at,
+                   (extract(epoch FROM t.timeout) * 1000)::bigint, c.lease,
+                   CASE WHEN c.has_steps THEN pgconductor._steps_by_key(c.id) END
+              FROM claimed AS c
+              LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
+             ORDER BY c.priority, c.run_at, c.id;
+            IF (v_gate.limits->>'rated')::boolean THEN
+                PERFORM pgconductor._spend_tokens(p_queue, v_ids, v_now);
+            END IF;
+            v_claimed := v_claimed + cardinality(v_ids);
+        END IF;
+
+        -- A claim that filled its batch (a backlog is draining) leaves the position where it
+        -- ended: the greater of the last rows of the two lists (each is in key order). One
+        -- that did not forgets it, so the next claim is one pass from the head.
+        IF v_round = 1 AND NOT v_queue.fair_share THEN
+            IF cardinality(v_picked) = p_batch_size THEN
+                SELECT e.priority, e.run_at, e.id INTO v_last
+                  FROM pgconductor.executions AS e
+                 WHERE e.queue = p_queue AND e.id IN (v_cont[cardinality(v_cont)], v_head[cardinality(v_head)])
+                 ORDER BY e.priority DESC, e.run_at DESC, e.id DESC
+                 LIMIT 1;
+                PERFORM set_config(v_setting, concat_ws('|', v_last.priority, v_last.run_at, v_last.id, v_head_at, v_filter), false);
+            ELSIF v_position IS NOT NULL THEN
+                PERFORM set_config(v_setting, '', false);
+            END IF;
+        END IF;
+
+        v_want := p_batch_size - v_claimed;
+        EXIT WHEN v_gate.limits IS NULL OR v_want = 0 OR cardinality(v_picked) = 0
+               OR cardinality(v_ids) = cardinality(v_picked);
+    END LOOP;
+    IF v_claimed = 0 THEN
+        RETURN;
     END IF;
 
     -- Whoever holds executions must be an orchestrator recovery can see. A claim by one marked
@@ -166,7 +286,7 @@ BEGIN
     -- heartbeat once more (written only in that case). This comes after the claim, and only
     -- when it took something: recovery cannot see the rows claimed here before this commits,
     -- and if it expired this orchestrator meanwhile, the row lock below waits for it and the
-    -- revival then applies. (A claim that took nothing returned above.)
+    -- revival then applies.
     INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at)
     VALUES (p_orchestrator_id, v_now, v_now)
     ON CONFLICT (id) DO UPDATE

@@ -74,7 +74,7 @@ BEGIN
         SELECT x.id, x.state, x.result, x.last_error FROM ended AS x WHERE x.parent_id IS NOT NULL
     ), filled AS (
         UPDATE pgconductor.steps AS s
-           SET state = CASE c.state WHEN 'completed' THEN 'done' ELSE c.state END,
+           SET state = CASE c.state WHEN 'completed' THEN 'done' WHEN 'expired' THEN 'failed' ELSE c.state END,
                result = c.result, error = CASE WHEN c.state <> 'completed' THEN c.last_error END,
                done_at = pgconductor._now()
           FROM children AS c

@@ -8,14 +8,19 @@ BEGIN;
 SELECT plan(12);
 
 SELECT is(pgconductor.declare_task('mail', '{"max_attempts": 5}') - 'queue' - 'window_start' - 'window_end' - 'timezone',
-          '{"max_attempts": 5, "backoff_base_ms": 1000, "backoff_cap_ms": 600000, "timeout_ms": null, "max_retry_after": 20}'::jsonb,
+          '{"max_attempts": 5, "backoff_base_ms": 1000, "backoff_cap_ms": 600000, "timeout_ms": null, "max_retry_after": 20,
+            "max_running": null, "max_running_per_key": null, "rate_limit": null, "rate_limit_per_key": null,
+            "rate_period_ms": 1000, "start_within_ms": null, "keep_completed_ms": 604800000, "keep_failed_ms": 2592000000}'::jsonb,
           'a new task: the given setting, the defaults for the rest');
 SELECT pgconductor.register_task('mail', p_max_attempts => 5, p_backoff_base => '2 seconds', p_backoff_cap => '5 minutes');
 SELECT is(pgconductor.declare_task('mail', '{"timeout_ms": 30000}')->>'backoff_base_ms', '2000',
           'a declare that does not name the backoff keeps the one set in SQL');
 SELECT row_eq($$SELECT max_attempts, backoff_cap, timeout FROM pgconductor.tasks WHERE key = 'mail'$$,
               ROW(5, '5 minutes'::interval, '30 seconds'::interval), 'and sets what it names');
-SELECT is(pgconductor.declare_task('mail', '{"timeout_ms": null, "max_attempts": null}') - 'queue' - 'window_start' - 'window_end' - 'timezone' - 'backoff_base_ms' - 'backoff_cap_ms',
+SELECT is(pgconductor.declare_task('mail', '{"timeout_ms": null, "max_attempts": null}')
+              - ARRAY['queue', 'window_start', 'window_end', 'timezone', 'backoff_base_ms', 'backoff_cap_ms', 'max_running',
+                      'max_running_per_key', 'rate_limit', 'rate_limit_per_key', 'rate_period_ms', 'start_within_ms',
+                      'keep_completed_ms', 'keep_failed_ms'],
           '{"max_attempts": 3, "timeout_ms": null, "max_retry_after": 20}'::jsonb, 'a JSON null resets a setting to its default');
 SELECT is(pgconductor.declare_task('mail', '{"window_start": "22:00", "window_end": "06:00", "timezone": "Europe/Berlin", "queue": "mails"}')
           ->> 'window_start', '22:00:00', 'windows and queue by declare');

@@ -17,7 +17,8 @@ SELECT has_function('pgconductor', 'heartbeat', ARRAY['uuid', 'text', 'interval'
 SELECT has_function('pgconductor', 'recover_stale', ARRAY['integer']);
 SELECT has_function('pgconductor', 'release_orchestrator', ARRAY['uuid', 'uuid[]']);
 SELECT has_function('pgconductor', 'request_shutdown', ARRAY['uuid']);
-SELECT has_function('pgconductor', 'register_task', ARRAY['text', 'text', 'integer', 'time without time zone', 'time without time zone', 'text', 'interval', 'interval', 'interval', 'integer']);
+SELECT has_function('pgconductor', 'register_task', ARRAY['text', 'text', 'integer', 'time without time zone', 'time without time zone', 'text', 'interval', 'interval', 'interval', 'integer',
+                                                           'integer', 'integer', 'integer', 'integer', 'interval', 'interval', 'interval', 'interval']);
 SELECT has_function('pgconductor', 'create_queue', ARRAY['text']);
 SELECT has_function('pgconductor', 'drop_queue', ARRAY['text', 'boolean']);
 SELECT has_function('pgconductor', 'cancel', ARRAY['uuid', 'text']);
@@ -37,8 +38,9 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE p
           NULL, 'every function pins search_path or binds its names at CREATE (SQL-standard body)');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND prosqlbody IS NOT NULL AND proconfig IS NULL),
-          ARRAY['_event_lock', '_max_interval', '_max_new_queues_per_call', '_max_queues', '_now', '_partition_name', '_show',
-                '_uuid7', '_valid_queue_name', '_valid_task_key', '_with_error'],
+          ARRAY['_claimable', '_event_lock', '_gated', '_key_sep', '_limited', '_max_interval', '_max_new_queues_per_call',
+                '_max_queues', '_now', '_partition_name', '_refilled', '_show', '_task_setting_keys', '_uuid7',
+                '_valid_queue_name', '_valid_task_key', '_with_error'],
           'the hot helpers and the named limits have no SET clause, so the planner can inline them');
 
 CREATE ROLE pgc_test_outsider;
