@@ -11,7 +11,9 @@ raises, bounded by `start_timeout` (never a hang: the original's G25). The heart
 milliseconds. Signals: `shutdown` → graceful stop, `cancel` → abort that handler,
 `lease_lost` → abort it without reporting. Started on an extension without retry_after or
 durable workflows, it reads the version after each heartbeat and warns when a live upgrade
-brings them (its workers go on as they started: a restart picks them up).
+brings them (its workers go on as they started: a restart picks them up). On extension
+0.7.0 or later it also runs the maintenance service (`maintenance.py`: `maintain()` every
+`maintenance_interval`, 10 s with jitter; None turns it off in this process).
 
 `stop()` stops the workers (each waits `grace_period` for its handlers, aborts the rest and
 waits `abort_grace` for them, then flushes), then the heartbeat and the notifier, then calls
@@ -38,10 +40,12 @@ from uuid import UUID
 from pgconductor.clock import Clock
 from pgconductor.conductor import Conductor
 from pgconductor.db import SqlDatabaseClient
+from pgconductor.flow import check_task_limits
 from pgconductor.lib.backoff import jittered
 from pgconductor.lib.event import wait_event
+from pgconductor.maintenance import DEFAULT_INTERVAL, Maintenance
 from pgconductor.notifier import Notifier, conninfo_from_url
-from pgconductor.protocol import DatabaseClient, SchemaClient
+from pgconductor.protocol import DatabaseClient, FlowClient, SchemaClient
 from pgconductor.schema import PACKAGE_VERSION, SchemaManager
 from pgconductor.service import Service, ServiceState
 from pgconductor.types import Signal
@@ -53,6 +57,8 @@ __all__ = ["Orchestrator", "WorkerConfig"]
 RETRY_AFTER_SINCE = (0, 4, 0)
 #: The first extension version with durable workflows (steps, suspend, events).
 WORKFLOWS_SINCE = (0, 6, 0)
+#: The first extension version with flow control and `maintain()`.
+FLOW_SINCE = (0, 7, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,7 @@ class Orchestrator(Service):
         start_timeout: float = 60.0,
         use_listen: bool = True,
         listen_url: str | None = None,
+        maintenance_interval: timedelta | float | None = DEFAULT_INTERVAL,
         orchestrator_id: UUID | None = None,
         clock: Clock | None = None,
         logger: logging.Logger | None = None,
@@ -136,6 +143,13 @@ class Orchestrator(Service):
         self.start_timeout = start_timeout
         self.use_listen = use_listen
         self.listen_url = listen_url
+        #: Seconds between `maintain()` passes (0.7.0 on), None for none in this process.
+        self.maintenance_interval = (
+            None if maintenance_interval is None else _seconds(maintenance_interval)
+        )
+        if self.maintenance_interval is not None and not self.maintenance_interval > 0:
+            raise ValueError("maintenance_interval must be longer than zero (None: no passes)")
+        self.maintenance: Maintenance | None = None
         self._defaults: dict[str, Any] = {
             "concurrency": concurrency,
             "fetch_batch": fetch_batch,
@@ -189,6 +203,7 @@ class Orchestrator(Service):
             self._installed = installed
             self._retry_after = _release(installed) >= RETRY_AFTER_SINCE
             self._workflows = _release(installed) >= WORKFLOWS_SINCE
+            check_task_limits(self.conductor.tasks.values(), _release(installed))
             await self._declare_tasks()
             self.workers = [self._make_worker(client, c) for c in self.configs]
             await self._beat(raise_errors=True)
@@ -206,6 +221,7 @@ class Orchestrator(Service):
             for worker in self.workers:
                 await worker.start()
             self._heartbeat_task = self.spawn(self._heartbeat_loop(), "heartbeat")
+            await self._start_maintenance(client, installed)
         self.log.info(
             "orchestrator %s: started (queues %s, pid %d)",
             self.id,
@@ -225,6 +241,16 @@ class Orchestrator(Service):
         if self._queues_follow_tasks:
             self.configs = [WorkerConfig(q) for q in _task_queues(self.conductor)]
         _check_queues(self.conductor, self.configs, settled=True)
+
+    async def _start_maintenance(self, client: DatabaseClient, installed: str) -> None:
+        """Run `maintain()` passes unless disabled or the extension predates 0.7.0."""
+        if self.maintenance_interval is None or _release(installed) < FLOW_SINCE:
+            return
+        if not isinstance(client, FlowClient):
+            self.log.warning("orchestrator %s: the client cannot run maintain()", self.id)
+            return
+        self.maintenance = Maintenance(client, interval=self.maintenance_interval, clock=self.clock)
+        await self.maintenance.start()
 
     def _schema_client(self, client: DatabaseClient) -> SchemaClient:
         if not isinstance(client, SchemaClient):
@@ -272,6 +298,8 @@ class Orchestrator(Service):
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             await asyncio.wait((self._heartbeat_task,))
+        if self.maintenance is not None:
+            await self.maintenance.stop()
         if self.notifier is not None:
             await self.notifier.stop()
         keep = set().union(*(w.abandoned_ids for w in self.workers))
