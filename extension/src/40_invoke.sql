@@ -1,216 +1,193 @@
--- Enqueueing: invoke() for one execution, invoke_batch() for many in one statement. Both
--- callable from plain SQL and from triggers.
+-- Enqueueing one execution: submit() returns (id, outcome), invoke() the id. Many in one
+-- statement: 40_invoke_batch.sql. All callable from plain SQL and from triggers.
 
--- Raises 22023 for a run_at that is not a finite time ('infinity' would never run and
--- '-infinity' cannot be ordered against a claim position). Returns nothing.
-CREATE FUNCTION pgconductor._assert_run_at(p_run_at timestamptz)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NOT isfinite(p_run_at) THEN
-        RAISE EXCEPTION 'run_at must be a finite time, got %', p_run_at
-            USING ERRCODE = '22023', HINT = 'Pass NULL for now, or a timestamptz.';
-    END IF;
-END
-$$;
-
--- The most queues one invoke_batch() may create: a batch naming hundreds of new queues
--- created them all in one transaction (each a partition) and could exhaust shared memory. Inlined.
-CREATE FUNCTION pgconductor._max_new_queues_per_call()
-RETURNS integer
-LANGUAGE sql IMMUTABLE
-RETURN 10;
-
--- Enqueues one execution of p_task_key and returns its id. The queue is p_queue, else the
--- task's registered queue, else 'default' (created on demand). With p_dedupe_key: a pending
--- execution holding the key is updated in place (same id); a running one lets go of the key
--- and a new execution is inserted. Notifies pgconductor_invoke when the row is due now.
-CREATE FUNCTION pgconductor.invoke(
-    p_task_key   text,
-    p_payload    jsonb DEFAULT '{}',
-    p_queue      text DEFAULT NULL,
-    p_run_at     timestamptz DEFAULT NULL,
-    p_priority   integer DEFAULT 0,
-    p_dedupe_key text DEFAULT NULL
-)
-RETURNS uuid
+-- Enqueues one execution after its inputs were checked (submit, submit_batch): the queue is
+-- p_queue, else the task's, else 'default' (created on demand); start_by is p_start_by, else
+-- run_at + the task's start_within. Without a dedupe key, throttle or debounce: one INSERT.
+-- With a dedupe key the live execution holding it decides, by p_on_conflict: replace (a
+-- pending one takes the new payload, run_at and priority; a started one, running or parked,
+-- lets go of the key and a new one is made), keep (the live one is returned unchanged),
+-- supersede (the live one is cancelled, a running one signalled, and a new one made).
+-- Throttle and debounce key by the dedupe key, '' (the whole task) without one. Row locks:
+-- the execution holding the key, the throttle slot. Returns (id, outcome): created | updated
+-- | kept | superseded | throttled | debounced. Notifies pgconductor_invoke when it is due now.
+CREATE FUNCTION pgconductor._submit_one(
+    p_task_key text, p_payload jsonb, p_queue text, p_run_at timestamptz, p_priority integer, p_dedupe_key text,
+    p_concurrency_key text, p_on_conflict text, p_throttle interval, p_debounce interval, p_debounce_max interval,
+    p_start_by timestamptz, OUT id uuid, OUT outcome text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now    timestamptz := pgconductor._now();
-    v_queue  text;
-    v_exists boolean;
-    v_id     uuid;
+    v_now      timestamptz := pgconductor._now();
+    v_queue    text;
+    v_exists   boolean;
+    v_within   interval;
+    v_run_at   timestamptz := coalesce(p_run_at, v_now);
+    v_start_by timestamptz;
+    v_payload  jsonb := coalesce(p_payload, '{}');
+    v_priority integer := coalesce(p_priority, 0);
+    v_key      text := p_dedupe_key;
+    v_new      uuid := pgconductor._uuid7();
+    v_holder   record;
 BEGIN
-    -- The common case costs one lookup: the queue and whether it exists, in one statement.
-    IF NOT pgconductor._valid_task_key(p_task_key) THEN
-        PERFORM pgconductor._assert_task_key(p_task_key);
-    END IF;
-    IF p_dedupe_key IS NOT NULL THEN
-        PERFORM pgconductor._assert_dedupe_key(p_dedupe_key);
-    END IF;
-    IF NOT isfinite(p_run_at) THEN
-        PERFORM pgconductor._assert_run_at(p_run_at);
-    END IF;
-    SELECT r.name, EXISTS (SELECT 1 FROM pgconductor.queues AS q WHERE q.name = r.name)
-      INTO v_queue, v_exists
-      FROM (SELECT coalesce(p_queue, (SELECT t.queue FROM pgconductor.tasks AS t WHERE t.key = p_task_key),
-                            'default') AS name) AS r;
+    -- The common case costs one lookup: the queue, whether it exists, the task's start_within.
+    SELECT coalesce(p_queue, t.queue, 'default'), t.start_within INTO v_queue, v_within
+      FROM (SELECT 1) AS one LEFT JOIN pgconductor.tasks AS t ON t.key = p_task_key;
+    v_exists := EXISTS (SELECT 1 FROM pgconductor.queues AS q WHERE q.name = v_queue);
     IF NOT v_exists THEN
         PERFORM pgconductor.create_queue(v_queue);
     END IF;
 
-    IF p_dedupe_key IS NULL THEN
-        INSERT INTO pgconductor.executions (task_key, queue, payload, run_at, priority)
-        VALUES (p_task_key, v_queue, coalesce(p_payload, '{}'), coalesce(p_run_at, v_now), coalesce(p_priority, 0))
-        RETURNING id INTO v_id;
+    IF p_throttle IS NOT NULL THEN
+        -- The first call of a period takes the slot (a row lock: concurrent calls wait for it and
+        -- then see it taken); later calls of the period get its execution back.
+        v_key := coalesce(p_dedupe_key, '');
+        INSERT INTO pgconductor.throttle_slots AS s (task_key, key, until, execution_id)
+        VALUES (p_task_key, v_key, v_now + p_throttle, v_new)
+        ON CONFLICT (task_key, key) DO UPDATE SET until = excluded.until, execution_id = excluded.execution_id
+         WHERE s.until <= v_now
+        RETURNING s.execution_id INTO id;
+        IF id IS NULL THEN
+            SELECT s.execution_id INTO id FROM pgconductor.throttle_slots AS s
+             WHERE s.task_key = p_task_key AND s.key = v_key;
+            outcome := 'throttled';
+            RETURN;
+        END IF;
+        v_key := p_dedupe_key;
+    ELSIF p_debounce IS NOT NULL THEN
+        v_key := coalesce(p_dedupe_key, '');
+        v_run_at := v_run_at + p_debounce;
+    END IF;
+    v_start_by := coalesce(p_start_by, v_run_at + v_within);
+
+    IF v_key IS NULL THEN
+        INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, concurrency_key, start_by)
+        VALUES (v_new, p_task_key, v_queue, v_payload, v_run_at, v_priority, p_concurrency_key, v_start_by);
+        id := v_new;
+        outcome := 'created';
     ELSE
-        -- A claim may take the pending row between our statements: then detach and try again.
+        -- A claim may take the pending row between our statements: then try again.
         FOR v_try IN 1..5 LOOP
-            UPDATE pgconductor.executions AS e SET dedupe_key = NULL
-             WHERE e.queue = v_queue AND e.task_key = p_task_key AND e.dedupe_key = p_dedupe_key
-               AND e.locked_by IS NOT NULL;
-            INSERT INTO pgconductor.executions AS e (task_key, queue, payload, run_at, priority, dedupe_key)
-            VALUES (p_task_key, v_queue, coalesce(p_payload, '{}'), coalesce(p_run_at, v_now), coalesce(p_priority, 0), p_dedupe_key)
-            ON CONFLICT (queue, task_key, dedupe_key) WHERE dedupe_key IS NOT NULL
-            DO UPDATE SET payload = excluded.payload, run_at = excluded.run_at, priority = excluded.priority
-                    WHERE e.locked_by IS NULL
-            RETURNING e.id INTO v_id;
-            EXIT WHEN v_id IS NOT NULL;
+            IF coalesce(p_on_conflict, 'replace') = 'replace' THEN
+                -- A started one (running or parked) keeps running without the key.
+                UPDATE pgconductor.executions AS e SET dedupe_key = NULL
+                 WHERE e.queue = v_queue AND e.task_key = p_task_key AND e.dedupe_key = v_key
+                   AND (e.locked_by IS NOT NULL OR e.waiting IS NOT NULL);
+                INSERT INTO pgconductor.executions AS e
+                    (id, task_key, queue, payload, run_at, priority, dedupe_key, concurrency_key, start_by)
+                VALUES (v_new, p_task_key, v_queue, v_payload, v_run_at, v_priority, v_key, p_concurrency_key, v_start_by)
+                ON CONFLICT (queue, task_key, dedupe_key) WHERE dedupe_key IS NOT NULL
+                DO UPDATE SET payload = excluded.payload, priority = excluded.priority,
+                              concurrency_key = excluded.concurrency_key, start_by = excluded.start_by,
+                              -- Debounced: one period after the last call, bounded from the first.
+                              run_at = CASE WHEN p_debounce_max IS NULL THEN excluded.run_at
+                                            ELSE least(excluded.run_at, e.created_at + p_debounce_max) END
+                        WHERE e.locked_by IS NULL AND e.waiting IS NULL
+                RETURNING e.id INTO id;
+                outcome := CASE WHEN id = v_new THEN 'created' WHEN p_debounce IS NOT NULL THEN 'debounced' ELSE 'updated' END;
+            ELSE
+                SELECT e.id, e.locked_by, e.waiting INTO v_holder FROM pgconductor.executions AS e
+                 WHERE e.queue = v_queue AND e.task_key = p_task_key AND e.dedupe_key = v_key
+                   FOR UPDATE;
+                IF FOUND AND p_on_conflict = 'keep' THEN
+                    id := v_holder.id;
+                    outcome := 'kept';
+                    RETURN;
+                END IF;
+                IF FOUND THEN
+                    UPDATE pgconductor.executions AS e SET dedupe_key = NULL WHERE e.id = v_holder.id AND e.queue = v_queue;
+                    PERFORM pgconductor.cancel(v_holder.id, 'superseded by a newer invoke with the same dedupe key');
+                END IF;
+                INSERT INTO pgconductor.executions AS e
+                    (id, task_key, queue, payload, run_at, priority, dedupe_key, concurrency_key, start_by)
+                VALUES (v_new, p_task_key, v_queue, v_payload, v_run_at, v_priority, v_key, p_concurrency_key, v_start_by)
+                ON CONFLICT (queue, task_key, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+                RETURNING e.id INTO id;
+                outcome := CASE WHEN v_holder.id IS NOT NULL THEN 'superseded' ELSE 'created' END;
+            END IF;
+            EXIT WHEN id IS NOT NULL;
         END LOOP;
-        IF v_id IS NULL THEN
+        IF id IS NULL THEN
             RAISE EXCEPTION 'could not enqueue % with dedupe key %: the execution holding it keeps changing',
-                            pgconductor._show(p_task_key), pgconductor._show(p_dedupe_key)
+                            pgconductor._show(p_task_key), pgconductor._show(v_key)
                 USING ERRCODE = '40001', HINT = 'Retry the call.';
+        END IF;
+        IF p_throttle IS NOT NULL AND id <> v_new THEN
+            UPDATE pgconductor.throttle_slots AS s SET execution_id = id
+             WHERE s.task_key = p_task_key AND s.key = coalesce(p_dedupe_key, '');
         END IF;
     END IF;
 
-    IF coalesce(p_run_at, v_now) <= v_now THEN
+    IF v_run_at <= v_now THEN
         PERFORM pg_notify('pgconductor_invoke', v_queue);
     END IF;
-    RETURN v_id;
 END
 $$;
 
--- Enqueues many executions in one statement (parallel arrays; NULL elements take the
--- defaults; duplicate dedupe keys in one batch: the last wins). Returns ids in input order.
-CREATE FUNCTION pgconductor.invoke_batch(
-    p_task_keys   text[],
-    p_payloads    jsonb[],
-    p_queues      text[] DEFAULT NULL,
-    p_run_ats     timestamptz[] DEFAULT NULL,
-    p_priorities  integer[] DEFAULT NULL,
-    p_dedupe_keys text[] DEFAULT NULL
+-- Enqueues one execution of p_task_key (see _submit_one for the queue, dedupe keys,
+-- on_conflict, throttle, debounce and start-by). Raises 22023 for bad input. Returns (id,
+-- outcome): created | updated | kept | superseded | throttled | debounced.
+CREATE FUNCTION pgconductor.submit(
+    p_task_key        text,
+    p_payload         jsonb DEFAULT '{}',
+    p_queue           text DEFAULT NULL,
+    p_run_at          timestamptz DEFAULT NULL,
+    p_priority        integer DEFAULT 0,
+    p_dedupe_key      text DEFAULT NULL,
+    p_concurrency_key text DEFAULT NULL,
+    p_on_conflict     text DEFAULT NULL,
+    p_throttle        interval DEFAULT NULL,
+    p_debounce        interval DEFAULT NULL,
+    p_debounce_max    interval DEFAULT NULL,
+    p_start_by        timestamptz DEFAULT NULL
 )
-RETURNS SETOF uuid
+RETURNS TABLE (id uuid, outcome text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_now   timestamptz := pgconductor._now();
-    v_n     integer := coalesce(cardinality(p_task_keys), 0);
-    v_bad   integer;
-    v_queue text;
 BEGIN
-    IF coalesce(cardinality(p_payloads), 0) <> v_n
-       OR (p_queues IS NOT NULL AND cardinality(p_queues) <> v_n)
-       OR (p_run_ats IS NOT NULL AND cardinality(p_run_ats) <> v_n)
-       OR (p_priorities IS NOT NULL AND cardinality(p_priorities) <> v_n)
-       OR (p_dedupe_keys IS NOT NULL AND cardinality(p_dedupe_keys) <> v_n) THEN
-        RAISE EXCEPTION 'invoke_batch arrays have different lengths'
-            USING ERRCODE = '22023', HINT = 'Pass one element per execution in every array (or NULL for a whole optional array).';
+    IF NOT pgconductor._valid_task_key(p_task_key) THEN
+        PERFORM pgconductor._assert_task_key(p_task_key);
     END IF;
-    IF greatest(array_ndims(p_task_keys), array_ndims(p_payloads), array_ndims(p_queues), array_ndims(p_run_ats),
-                array_ndims(p_priorities), array_ndims(p_dedupe_keys)) > 1 THEN
-        RAISE EXCEPTION 'invoke_batch takes one-dimensional arrays'
-            USING ERRCODE = '22023', HINT = 'Pass a flat array with one element per execution.';
+    IF NOT isfinite(p_run_at) THEN
+        PERFORM pgconductor._assert_run_at(p_run_at);
     END IF;
-    IF v_n = 0 THEN
-        RETURN;
+    IF p_dedupe_key IS NOT NULL OR p_concurrency_key IS NOT NULL OR p_on_conflict IS NOT NULL
+       OR p_throttle IS NOT NULL OR p_debounce IS NOT NULL OR p_debounce_max IS NOT NULL OR p_start_by IS NOT NULL THEN
+        PERFORM pgconductor._assert_dedupe_key(p_dedupe_key);
+        PERFORM pgconductor._assert_concurrency_key(p_concurrency_key);
+        PERFORM pgconductor._assert_invoke_options(p_on_conflict, p_throttle, p_debounce, p_debounce_max);
+        PERFORM pgconductor._assert_start_by(p_start_by, coalesce(p_run_at, pgconductor._now()));
     END IF;
-    -- Elements pair by position whatever each array's lower bound ('[0:1]={...}'): the keyed
-    -- path below subscripts, so every array is rebased to start at 1.
-    IF array_lower(p_task_keys, 1) <> 1 THEN p_task_keys := ARRAY(SELECT unnest(p_task_keys)); END IF;
-    IF array_lower(p_payloads, 1) <> 1 THEN p_payloads := ARRAY(SELECT unnest(p_payloads)); END IF;
-    IF array_lower(p_queues, 1) <> 1 THEN p_queues := ARRAY(SELECT unnest(p_queues)); END IF;
-    IF array_lower(p_run_ats, 1) <> 1 THEN p_run_ats := ARRAY(SELECT unnest(p_run_ats)); END IF;
-    IF array_lower(p_priorities, 1) <> 1 THEN p_priorities := ARRAY(SELECT unnest(p_priorities)); END IF;
-    IF array_lower(p_dedupe_keys, 1) <> 1 THEN p_dedupe_keys := ARRAY(SELECT unnest(p_dedupe_keys)); END IF;
-
-    SELECT min(u.ord) INTO v_bad FROM unnest(p_task_keys) WITH ORDINALITY AS u(k, ord)
-     WHERE NOT pgconductor._valid_task_key(u.k);
-    IF v_bad IS NOT NULL THEN
-        PERFORM pgconductor._assert_task_key(p_task_keys[v_bad]);
-    END IF;
-    PERFORM pgconductor._assert_run_at(r) FROM unnest(p_run_ats) AS r WHERE NOT isfinite(r);
-    PERFORM pgconductor._assert_dedupe_key(d) FROM unnest(p_dedupe_keys) AS d WHERE d IS NOT NULL;
-    SELECT count(*) INTO v_bad
-      FROM (SELECT DISTINCT q FROM unnest(p_queues) AS q) AS d
-     WHERE d.q IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pgconductor.queues AS x WHERE x.name = d.q);
-    IF v_bad > pgconductor._max_new_queues_per_call() THEN
-        RAISE EXCEPTION 'invoke_batch would create % new queues; one call creates at most %', v_bad, pgconductor._max_new_queues_per_call()
-            USING ERRCODE = '54000', HINT = 'Create the queues first with create_queue(), or split the batch.';
-    END IF;
-
-    IF p_dedupe_keys IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(p_dedupe_keys) AS d WHERE d IS NOT NULL) THEN
-        -- Keyed batches are rare: one invoke() per element, in input order, so a key that
-        -- repeats in the batch updates the same execution and the last payload wins.
-        FOR v_bad IN 1..v_n LOOP
-            RETURN NEXT pgconductor.invoke(p_task_keys[v_bad], p_payloads[v_bad], p_queues[v_bad],
-                                           p_run_ats[v_bad], p_priorities[v_bad], p_dedupe_keys[v_bad]);
-        END LOOP;
-        RETURN;
-    END IF;
-
-    -- Queues first (created on demand), then one INSERT for the whole batch.
-    FOR v_queue IN
-        SELECT DISTINCT coalesce(u.q, t.queue, 'default')
-          FROM unnest(p_task_keys, coalesce(p_queues, array_fill(NULL::text, ARRAY[v_n]))) AS u(k, q)
-          LEFT JOIN pgconductor.tasks AS t ON t.key = u.k
-    LOOP
-        PERFORM pgconductor.create_queue(v_queue);
-        IF p_run_ats IS NULL OR EXISTS (SELECT 1 FROM unnest(p_run_ats) AS r WHERE r IS NULL OR r <= v_now) THEN
-            PERFORM pg_notify('pgconductor_invoke', v_queue);
-        END IF;
-    END LOOP;
-
-    RETURN QUERY
-    WITH input AS MATERIALIZED (
-        SELECT u.ord, pgconductor._uuid7() AS id, u.k AS task_key, coalesce(u.q, t.queue, 'default') AS queue,
-               coalesce(u.p, '{}') AS payload, coalesce(u.r, v_now) AS run_at, coalesce(u.pr, 0) AS priority
-          FROM unnest(p_task_keys, p_payloads,
-                      coalesce(p_queues, array_fill(NULL::text, ARRAY[v_n])),
-                      coalesce(p_run_ats, array_fill(NULL::timestamptz, ARRAY[v_n])),
-                      coalesce(p_priorities, array_fill(NULL::integer, ARRAY[v_n])))
-               WITH ORDINALITY AS u(k, p, q, r, pr, ord)
-          LEFT JOIN pgconductor.tasks AS t ON t.key = u.k
-    ), inserted AS (
-        INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority)
-        SELECT i.id, i.task_key, i.queue, i.payload, i.run_at, i.priority FROM input AS i
-    )
-    SELECT i.id FROM input AS i ORDER BY i.ord;
+    RETURN QUERY SELECT s.id, s.outcome FROM pgconductor._submit_one(
+        p_task_key, p_payload, p_queue, p_run_at, p_priority, p_dedupe_key, p_concurrency_key, p_on_conflict,
+        p_throttle, p_debounce, p_debounce_max, p_start_by) AS s;
 END
 $$;
 
--- Many payloads for one task: a thin form of invoke_batch(). Returns ids in input order.
-CREATE FUNCTION pgconductor.invoke_batch(
-    p_task_key text,
-    p_payloads jsonb[],
-    p_queue    text DEFAULT NULL,
-    p_run_at   timestamptz DEFAULT NULL,
-    p_priority integer DEFAULT 0
+-- Enqueues one execution, as submit() does, and returns its id (for a throttled call, the
+-- execution of the period). Raises 22023 for bad input.
+CREATE FUNCTION pgconductor.invoke(
+    p_task_key        text,
+    p_payload         jsonb DEFAULT '{}',
+    p_queue           text DEFAULT NULL,
+    p_run_at          timestamptz DEFAULT NULL,
+    p_priority        integer DEFAULT 0,
+    p_dedupe_key      text DEFAULT NULL,
+    p_concurrency_key text DEFAULT NULL,
+    p_on_conflict     text DEFAULT NULL,
+    p_throttle        interval DEFAULT NULL,
+    p_debounce        interval DEFAULT NULL,
+    p_debounce_max    interval DEFAULT NULL,
+    p_start_by        timestamptz DEFAULT NULL
 )
-RETURNS SETOF uuid
+RETURNS uuid
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pgconductor.invoke_batch(
-        array_fill(p_task_key, ARRAY[coalesce(cardinality(p_payloads), 0)]),
-        coalesce(p_payloads, '{}'),
-        array_fill(p_queue, ARRAY[coalesce(cardinality(p_payloads), 0)]),
-        array_fill(p_run_at, ARRAY[coalesce(cardinality(p_payloads), 0)]),
-        array_fill(p_priority, ARRAY[coalesce(cardinality(p_payloads), 0)]))
+    SELECT s.id FROM pgconductor.submit(p_task_key, p_payload, p_queue, p_run_at, p_priority, p_dedupe_key,
+                                        p_concurrency_key, p_on_conflict, p_throttle, p_debounce, p_debounce_max,
+                                        p_start_by) AS s
 $$;
+

@@ -18,14 +18,19 @@ AS $$
            ('list_executions', 'pgconductor_client'), ('task_overview', 'pgconductor_client'),
            ('queue_stats', 'pgconductor_client'), ('orchestrator_stats', 'pgconductor_client'),
            ('version', 'pgconductor_client'), ('emit_event', 'pgconductor_client'),
+           ('submit', 'pgconductor_client'), ('submit_batch', 'pgconductor_client'),
+           ('cancel_by_key', 'pgconductor_client'), ('flow_status', 'pgconductor_client'),
            ('get_executions', 'pgconductor_worker'), ('return_executions', 'pgconductor_worker'),
            ('heartbeat', 'pgconductor_worker'), ('recover_stale', 'pgconductor_worker'),
            ('release_orchestrator', 'pgconductor_worker'), ('declare_task', 'pgconductor_worker'),
-           ('save_steps', 'pgconductor_worker'),
+           ('save_steps', 'pgconductor_worker'), ('maintain', 'pgconductor_worker'),
            ('register_task', 'pgconductor_admin'), ('create_queue', 'pgconductor_admin'),
            ('drop_queue', 'pgconductor_admin'), ('retry', 'pgconductor_admin'),
            ('retry_executions', 'pgconductor_admin'), ('prune_finished', 'pgconductor_admin'),
-           ('request_shutdown', 'pgconductor_admin')
+           ('request_shutdown', 'pgconductor_admin'), ('pause_queue', 'pgconductor_admin'),
+           ('resume_queue', 'pgconductor_admin'), ('pause_task', 'pgconductor_admin'),
+           ('resume_task', 'pgconductor_admin'), ('set_fair_share', 'pgconductor_admin'),
+           ('set_key_weight', 'pgconductor_admin')
 $$;
 
 -- Creates the three group roles when missing (they are cluster-wide: another database's
