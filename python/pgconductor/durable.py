@@ -17,6 +17,7 @@ from uuid import UUID
 
 from pgconductor.encoding import to_json
 from pgconductor.errors import InvalidInput, InvalidState
+from pgconductor.types import ClaimedExecution
 from pgconductor.workflow import (
     ChildFailed,
     ChildTimedOut,
@@ -75,16 +76,24 @@ def _child_outcome(stored: StoredStep) -> Any:
 class DurableContext:
     """Durable calls of a handler; `TaskContext` has them (`ctx.step(...)` and so on)."""
 
-    __slots__ = ("_run",)
+    __slots__ = ("_claim", "_run", "_run_factory")
 
     _run: DurableRun | None
+    #: In a worker, what makes the run of `_claim` at the first durable call: most handlers
+    #: make none, and a run per execution cost a plain drain ~20 % of its throughput.
+    _run_factory: Callable[[ClaimedExecution], DurableRun] | None
+    _claim: ClaimedExecution | None
 
     def _durable(self, method: str) -> DurableRun:
         _need_loop(method)
         run = self._run
-        if run is None:  # called outside a worker: a run remembered in memory only
-            execution_id: UUID = getattr(self, "execution_id", UUID(int=0))
-            run = self._run = DurableRun(execution_id, 0)
+        if run is None:
+            factory, claim = self._run_factory, self._claim
+            if factory is not None and claim is not None:
+                run = self._run = factory(claim)
+            else:  # called outside a worker: a run remembered in memory only
+                execution_id: UUID = getattr(self, "execution_id", UUID(int=0))
+                run = self._run = DurableRun(execution_id, 0)
         return run
 
     # -- steps -----------------------------------------------------------------------------

@@ -101,6 +101,8 @@ class TaskContext(DurableContext):
         self._cancel_event = cancel_event
         self._stop_requested = False
         self._run = None
+        self._run_factory = None
+        self._claim = None
 
     def __repr__(self) -> str:
         return (

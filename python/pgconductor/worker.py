@@ -344,17 +344,32 @@ class Worker(Service):
         self._settled.clear()
         create_task = asyncio.get_running_loop().create_task
         extra, logger, running = self._extra, self._handler_log, self._running
-        steps, tasks, clock, refuse = self._steps, self.tasks, self.clock, self._no_workflows
+        make_run = self._durable_run
         for row in claimed:
             ctx = TaskContext(
                 row.id, row.task_key, row.queue, row.attempt, row.max_attempts, None, extra, logger
             )
-            ctx._run = DurableRun(
-                row.id, row.lease, row.steps, saver=steps, tasks=tasks, clock=clock, refuse=refuse
-            )
+            # A replay's run now (its stored steps read at the claim); else at the first
+            # durable call, if any: a plain handler never needs one.
+            if row.steps is not None:
+                ctx._run = make_run(row)
+            else:
+                ctx._run_factory, ctx._claim = make_run, row
             execution = Execution(row, ctx)
             running[row.id] = execution
             execution.runner = create_task(self._run(execution, ctx))
+
+    def _durable_run(self, row: ClaimedExecution) -> DurableRun:
+        """The durable state of one run of `row` (its stored steps, this worker's writer)."""
+        return DurableRun(
+            row.id,
+            row.lease,
+            row.steps,
+            saver=self._steps,
+            tasks=self.tasks,
+            clock=self.clock,
+            refuse=self._no_workflows,
+        )
 
     # -- execute ---------------------------------------------------------------------------
 
