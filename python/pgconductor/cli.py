@@ -10,6 +10,7 @@ No traceback is shown for a database error, bad JSON, a refused connection or a 
 | `cli` | the app, `invoke`, `status`, `cancel`, `schema ...` |
 | `cli_inspect` | `show`, `list`, `retry` |
 | `cli_workflow` | `wait`, the workflow part of `show` |
+| `cli_flow` | `pause`, `resume`, `flow`, `maintain`, `cancel` by key |
 | `worker_cli` | `worker start` |
 | `cli_common` | options, errors, the client, loading `--app` |
 """
@@ -26,12 +27,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgconductor import cli_inspect, cli_workflow
+from pgconductor import cli_flow, cli_inspect, cli_workflow
 from pgconductor.cli_common import (
     AppOption,
     Connection,
     DatabaseUrlOption,
-    ExecutionId,
     OneLineErrors,
     fail,
     finite,
@@ -299,17 +299,28 @@ def _print_status(
 
 @app.command()
 def cancel(
-    execution_id: ExecutionId,
+    execution_id: cli_flow.MaybeExecutionId = None,
     reason: Annotated[
         str, typer.Option(metavar="TEXT", help="Why (recorded).")
     ] = "cancelled by user",
+    task: cli_flow.TaskOption = None,
+    dedupe_key: cli_flow.DedupeKeyOption = None,
+    concurrency_key: cli_flow.ConcurrencyKeyOption = None,
     app: AppOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Cancel an execution.
+    """Cancel an execution, or every live one of --task with a dedupe or concurrency key.
 
     A pending one is cancelled at once, a running one through its worker.
     """
+    if task is not None or dedupe_key is not None or concurrency_key is not None:
+        keys = (task, dedupe_key, concurrency_key)
+        cli_flow.cancel_by_key(execution_id, *keys, reason, app, database_url)
+        return
+    if execution_id is None:
+        raise typer.BadParameter(
+            "give an execution ID, or --task with --dedupe-key or --concurrency-key"
+        )
     outcome = run_command(app, database_url, lambda c: c.client.cancel(execution_id, reason))
     if outcome == "not_found":
         fail(f"execution {execution_id} not found")
@@ -412,4 +423,5 @@ def _register_worker_commands() -> None:
 
 cli_inspect.register(app)
 cli_workflow.register(app)
+cli_flow.register(app)
 _register_worker_commands()

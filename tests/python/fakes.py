@@ -69,9 +69,7 @@ class FakeDatabaseClient:
 
     # -- test helpers -------------------------------------------------------------------
 
-    def simulate_error(
-        self, method: str, exc: BaseException, times: int | None = None
-    ) -> None:
+    def simulate_error(self, method: str, exc: BaseException, times: int | None = None) -> None:
         """Make `method` raise `exc` (on the next `times` calls, or always when None)."""
         self.errors[method] = (exc, times)
 
@@ -87,9 +85,7 @@ class FakeDatabaseClient:
         """How many times `method` was called."""
         return sum(1 for name, _, _ in self.calls if name == method)
 
-    async def wait_for_call(
-        self, method: str, count: int = 1, timeout: float = 5.0
-    ) -> None:
+    async def wait_for_call(self, method: str, count: int = 1, timeout: float = 5.0) -> None:
         """Wait until `method` was called at least `count` times (fails after `timeout`)."""
         async with asyncio.timeout(timeout):
             while self.call_count(method) < count:
@@ -112,9 +108,7 @@ class FakeDatabaseClient:
         response = self.responses[method]
         return response(*args, **kwargs) if callable(response) else response
 
-    async def _answer_async(
-        self, method: str, default: Any, *args: Any, **kwargs: Any
-    ) -> Any:
+    async def _answer_async(self, method: str, default: Any, *args: Any, **kwargs: Any) -> Any:
         result = self._answer(method, default, *args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
@@ -232,9 +226,7 @@ class FakeDatabaseClient:
         """Record; default answer: each status's plain outcome."""
         return await self._answer_async(
             "return_executions",
-            lambda: [
-                ReturnOutcome(r.id, _OUTCOME_OF_STATUS[str(r.status)]) for r in results
-            ],
+            lambda: [ReturnOutcome(r.id, _OUTCOME_OF_STATUS[str(r.status)]) for r in results],
             orchestrator_id,
             results,
         )
@@ -290,17 +282,13 @@ class FakeDatabaseClient:
     ) -> int:
         """Record (`keep` as the last argument, sorted); default answer: 0."""
         keep_ids = None if keep is None else sorted(keep)
-        return await self._answer_async(
-            "release_orchestrator", 0, orchestrator_id, keep_ids
-        )
+        return await self._answer_async("release_orchestrator", 0, orchestrator_id, keep_ids)
 
     async def request_shutdown(self, orchestrator_id: UUID | None = None) -> int:
         """Record; default answer: 0."""
         return await self._answer_async("request_shutdown", 0, orchestrator_id)
 
-    async def cancel(
-        self, execution_id: UUID, reason: str = "cancelled by user"
-    ) -> str:
+    async def cancel(self, execution_id: UUID, reason: str = "cancelled by user") -> str:
         """Record; default answer: "cancelled"."""
         return await self._answer_async("cancel", "cancelled", execution_id, reason)
 
@@ -333,9 +321,7 @@ class FakeDatabaseClient:
         limit: int = 1000,
     ) -> int:
         """Record; default answer: 0."""
-        return await self._answer_async(
-            "retry_executions", 0, state, task_key, queue, limit
-        )
+        return await self._answer_async("retry_executions", 0, state, task_key, queue, limit)
 
     async def task_overview(self) -> list[TaskOverview]:
         """Record; default answer: no tasks."""

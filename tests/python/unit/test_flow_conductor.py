@@ -142,9 +142,7 @@ async def test_invoke_many_checks_the_concurrency_keys(conductor: Conductor) -> 
         await conductor.invoke_many("t", [{}, {}], concurrency_keys=["a"])
 
 
-def test_sync_forms_take_the_options(
-    conductor: Conductor, fake: FakeDatabaseClient
-) -> None:
+def test_sync_forms_take_the_options(conductor: Conductor, fake: FakeDatabaseClient) -> None:
     conductor.invoke_sync("t", {}, concurrency_key="k", on_conflict="keep")
     conductor.invoke_many_sync("t", [{}, {}], concurrency_keys=["a", "b"], debounce=3)
     ((_, kwargs),) = fake.calls_to("invoke_sync")
@@ -160,13 +158,9 @@ def test_sync_forms_take_the_options(
 async def test_submit_validates_the_payload_and_returns_the_outcome(
     conductor: Conductor, fake: FakeDatabaseClient
 ) -> None:
-    task = conductor.task("send", queue="mail", payload=Email)(
-        lambda ctx, payload: None
-    )
+    task = conductor.task("send", queue="mail", payload=Email)(lambda ctx, payload: None)
     fake.responses["submit"] = Submitted(uuid.UUID(int=5), "debounced")
-    found = await conductor.submit(
-        task, {"to": "a@b"}, dedupe_key="a", debounce=10, delay=1
-    )
+    found = await conductor.submit(task, {"to": "a@b"}, dedupe_key="a", debounce=10, delay=1)
     assert found == Submitted(uuid.UUID(int=5), "debounced")
     ((args, kwargs),) = fake.calls_to("submit")
     assert args == ("send", {"to": "a@b"})
@@ -253,9 +247,7 @@ def test_task_limits_are_declared_settings(conductor: Conductor) -> None:
 
 
 def test_limits_left_out_are_not_declared(conductor: Conductor) -> None:
-    task = conductor.task("t", max_running=None, rate_limit=3)(
-        lambda ctx, payload: None
-    )
+    task = conductor.task("t", max_running=None, rate_limit=3)(lambda ctx, payload: None)
     assert task.spec.declared == {"rate_limit"}
     assert task.spec.max_running is None
 
@@ -326,17 +318,12 @@ async def test_cancel_by_key_needs_exactly_one_key(
     conductor: Conductor, fake: FakeDatabaseClient
 ) -> None:
     fake.responses["cancel_by_key"] = 4
-    assert (
-        await conductor.cancel_by_key("t", concurrency_key="tenant-1", reason="flood")
-        == 4
-    )
+    assert await conductor.cancel_by_key("t", concurrency_key="tenant-1", reason="flood") == 4
     assert fake.calls_to("cancel_by_key") == [
         (("t",), {"dedupe_key": None, "concurrency_key": "tenant-1", "reason": "flood"})
     ]
     for keys in ({}, {"dedupe_key": "a", "concurrency_key": "b"}):
-        with pytest.raises(
-            InvalidInput, match="exactly one of dedupe_key and concurrency_key"
-        ):
+        with pytest.raises(InvalidInput, match="exactly one of dedupe_key and concurrency_key"):
             await conductor.cancel_by_key("t", **keys)
     assert fake.call_count("cancel_by_key") == 1
 

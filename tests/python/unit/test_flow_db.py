@@ -220,23 +220,17 @@ async def test_an_older_extension_is_named_as_such() -> None:
 
 async def test_an_invoke_with_options_on_an_older_extension_names_the_version() -> None:
     client, _ = client_with(undefined("invoke"))
-    with pytest.raises(
-        PgConductorError, match=r"pgconductor\.invoke with flow control needs"
-    ):
+    with pytest.raises(PgConductorError, match=r"pgconductor\.invoke with flow control needs"):
         await client.invoke("t", {}, concurrency_key="k")
 
 
 def test_other_errors_pass_unchanged() -> None:
-    bad = InvalidInput(
-        "concurrency key too long", sqlstate="22023", hint="1-250 characters"
-    )
+    bad = InvalidInput("concurrency key too long", sqlstate="22023", hint="1-250 characters")
     assert needs_flow(bad, "invoke") is bad
     elsewhere = PgConductorError(
         "function pgconductor._helper(int) does not exist", sqlstate="42883"
     )
-    assert (
-        needs_flow(elsewhere, "invoke") is elsewhere
-    )  # a bug inside SQL, not a version
+    assert needs_flow(elsewhere, "invoke") is elsewhere  # a bug inside SQL, not a version
 
 
 def test_declared_flow_settings_use_sqls_names_and_milliseconds() -> None:

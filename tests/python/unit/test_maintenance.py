@@ -104,9 +104,7 @@ async def test_a_failed_pass_is_a_warning_and_the_next_one_runs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     maintenance, clock = service
-    fake.simulate_error(
-        "maintain", TransientError("server closed", sqlstate="57P01"), times=1
-    )
+    fake.simulate_error("maintain", TransientError("server closed", sqlstate="57P01"), times=1)
     await maintenance.start()
     clock.tick()
     await fake.wait_for_call("maintain", 1)
@@ -215,9 +213,7 @@ async def test_no_maintenance_before_0_7_0_or_when_disabled(
 
 
 def test_the_orchestrator_refuses_a_zero_interval() -> None:
-    with pytest.raises(
-        ValueError, match="maintenance_interval must be longer than zero"
-    ):
+    with pytest.raises(ValueError, match="maintenance_interval must be longer than zero"):
         Orchestrator(conductor_on(FakeDatabaseClient()), maintenance_interval=0)
 
 
