@@ -1,17 +1,18 @@
-"""Paired A/B drain of two pgconductor worker packages on one database (issue 10's drain bar).
+"""Paired A/B drain of pgconductor worker packages (issue 10's plain drain bar).
 
-    BENCH_PGPORT=... python ab_drain.py old=/tmp/pgc-old/python new=../python
+    BENCH_PGPORT=... python ab_drain.py old=/tmp/pgc-old/python new=../python@0.6.1
                      [--n 50000] [--rounds 3] [--version 0.2.0] [--procs 2] [--profile]
 
 Each variant is a directory holding a `pgconductor` package; its workers run with that
-directory first on PYTHONPATH (bench_app.py and worker_proc.py are this directory's). All
-drain the same database, `ab_drain`, whose extension is created at `--version` (an older
-package knows only the schema it was written for). Each round runs every variant once, in
-an order rotated and reversed from round to round, so none always runs first: the bench's
-tuned drain of N no-op jobs, timed as `bench.py` times it (t0 = GO, t1 = the monitor's first
-"nothing left"), every job verified. Prints each run with the workers' CPU per job and the
-load average, then the medians and the ratios to the first variant. `--profile`: one drain
-per variant with py-spy on worker 0, self and inclusive shares printed.
+directory first on PYTHONPATH (bench_app.py and worker_proc.py are this directory's). A
+variant drains database `ab_drain_<version>`, whose extension is created at that version
+(`@VERSION` after the variant, else `--version`; an older package knows only its own
+schema). Each round runs every variant once, in an order rotated and reversed from round to
+round, so none always runs first: the bench's tuned drain of N no-op jobs, timed as
+`bench.py` times it (t0 = GO, t1 = the monitor's first "nothing left"), every job verified.
+Prints each run with the workers' CPU per job and the load average, then the medians and
+the ratios to the first variant. `--profile`: one drain per variant with py-spy on worker
+0, self and inclusive shares printed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -31,20 +33,21 @@ import systems
 from bench import PGC_TUNED, _PySpy, fold_profile, go, prepare_table, start_workers, stop_workers
 from common import RESULTS_DIR, machine_ticks, process_cpu, url
 
-DB = "ab_drain"
-
 
 class AbSystem(systems.PgConductor):
-    """The bench's pgconductor adapter on the A/B database."""
+    """The bench's pgconductor adapter on one A/B database (one per extension version)."""
 
-    db = DB
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.db = "ab_drain_" + re.sub(r"\W", "_", version)
 
 
-def install(version: str) -> None:
+def install(system: AbSystem) -> None:
+    db, version = system.db, system.version
     with psycopg.connect(url("postgres"), autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_database where datname = %s", (DB,)).fetchone():
-            conn.execute(f"create database {DB}")
-    with psycopg.connect(url(DB), autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
+            conn.execute(f"create database {db}")
+    with psycopg.connect(url(db), autocommit=True) as conn:
         conn.execute("drop extension if exists pgconductor cascade")
         conn.execute(f"create extension pgconductor version '{version}'")
         conn.execute("select pgconductor.register_task('noop', 'bench')")
@@ -71,13 +74,13 @@ def drain(
     profile: Path | None = None,
 ) -> dict:
     prepare_table(system, n)
-    env = {"PYTHONPATH": path, "DATABASE_URL": url(DB)}
+    env = {"PYTHONPATH": path, "DATABASE_URL": url(system.db)}
     procs, logs = start_workers("pgconductor", cfg, procs_n, tag, env=env)
     spy = None
     try:
         if profile is not None:
             spy = _PySpy(procs[0].pid, profile)
-        mon = psycopg.connect(url(DB), autocommit=True)
+        mon = psycopg.connect(url(system.db), autocommit=True)
         busy0, total0 = machine_ticks()
         cpu0 = sum(process_cpu(p.pid) for p in procs)
         t0 = time.perf_counter()
@@ -116,8 +119,9 @@ def main() -> None:
     ap.add_argument(
         "variants",
         nargs="+",
-        metavar="LABEL=DIR",
-        help="directories holding a pgconductor package; ratios are against the first",
+        metavar="LABEL=DIR[@VERSION]",
+        help="a directory holding a pgconductor package, on extension VERSION (default"
+        " --version); ratios are against the first",
     )
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=3)
@@ -128,19 +132,25 @@ def main() -> None:
         "--profile", action="store_true", help="one drain each under py-spy (worker 0), then stop"
     )
     args = ap.parse_args()
-    variants = {}
+    variants: dict[str, str] = {}
+    systems_of: dict[str, AbSystem] = {}
+    by_version: dict[str, AbSystem] = {}
     for v in args.variants:
-        label, _, path = v.partition("=")
+        label, _, spec = v.partition("=")
+        path, _, version = spec.partition("@")
         variants[label] = str(Path(path).resolve())
-        print(f"{label}: {package_file(variants[label])}", flush=True)
-    if not args.no_install:
-        install(args.version)
-    system = AbSystem()
+        version = version or args.version
+        if version not in by_version:
+            by_version[version] = AbSystem(version)
+            if not args.no_install:
+                install(by_version[version])
+        systems_of[label] = by_version[version]
+        print(f"{label}: {package_file(variants[label])} on {version}", flush=True)
     cfg = dict(PGC_TUNED)
     if args.profile:
         for k, path in variants.items():
             out = RESULTS_DIR / f"ab-pyspy-{k}.txt"
-            res = drain(system, path, args.n, args.procs, cfg, f"ab-prof-{k}", profile=out)
+            res = drain(systems_of[k], path, args.n, args.procs, cfg, f"ab-prof-{k}", profile=out)
             prof = fold_profile(out, top=25)
             print(f"== {k} {res['jobs_per_s']:.0f} jobs/s, {prof['samples']} samples ({out})")
             for what in ("self", "inclusive"):
@@ -158,7 +168,7 @@ def main() -> None:
         if r % 2:
             order.reverse()
         for k in order:
-            res = drain(system, variants[k], args.n, args.procs, cfg, f"ab-{k}-{r}")
+            res = drain(systems_of[k], variants[k], args.n, args.procs, cfg, f"ab-{k}-{r}")
             got[k].append(res["jobs_per_s"])
             cpu[k].append(res["worker_us_per_job"])
             print(

@@ -264,8 +264,11 @@ async def _run_async(
         return None
     if deadline is not None and deadline.expired() and limit is not None:
         return _timed_out(claimed, limit)  # it swallowed the timeout's cancel
-    ended, result = _durable(control, None)
-    return result if ended else _completed(claimed, value)
+    if control.ctx._run is not None:  # durable calls were made: the run may decide the end
+        ended, result = _durable(control, None)
+        if ended:
+            return result
+    return _completed(claimed, value)
 
 
 def _durable(control: Execution, exc: BaseException | None) -> tuple[bool, ExecutionResult | None]:
