@@ -29,14 +29,18 @@ CREATE FUNCTION pgconductor.pause_queue(p_queue text)
 RETURNS boolean
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pgconductor._set_queue_paused(p_queue, true) $$;
+AS $$
+    SELECT pgconductor._set_queue_paused(p_queue, true)
+$$;
 
 -- Resumes queue p_queue (see _set_queue_paused). Returns true when it was paused.
 CREATE FUNCTION pgconductor.resume_queue(p_queue text)
 RETURNS boolean
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pgconductor._set_queue_paused(p_queue, false) $$;
+AS $$
+    SELECT pgconductor._set_queue_paused(p_queue, false)
+$$;
 
 -- Pauses (p_paused true) or resumes task p_task_key in every queue: claims skip it, its
 -- running executions go on. A task without a row gets one with the defaults, so executions
@@ -70,14 +74,18 @@ CREATE FUNCTION pgconductor.pause_task(p_task_key text)
 RETURNS boolean
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pgconductor._set_task_paused(p_task_key, true) $$;
+AS $$
+    SELECT pgconductor._set_task_paused(p_task_key, true)
+$$;
 
 -- Resumes task p_task_key (see _set_task_paused). Returns true when it was paused.
 CREATE FUNCTION pgconductor.resume_task(p_task_key text)
 RETURNS boolean
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pgconductor._set_task_paused(p_task_key, false) $$;
+AS $$
+    SELECT pgconductor._set_task_paused(p_task_key, false)
+$$;
 
 -- Turns fair share on or off for queue p_queue (created if missing): on, its concurrency
 -- keys share the claim round-robin, weighted by key_weights. Creates (or drops) the index

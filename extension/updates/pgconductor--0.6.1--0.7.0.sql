@@ -1,0 +1,1568 @@
+-- pgconductor 0.6.1 -> 0.7.0: flow control in the claim (issue 11).
+-- * The claim runs in stages with one per-row rule (_claimable), a gate per task (windows,
+--   pauses, concurrency and rate limits) and a trim to what the limits admit.
+-- * Tasks: max_running, max_running_per_key, rate_limit, rate_limit_per_key, rate_period,
+--   start_within, paused, keep_completed, keep_failed. Executions: concurrency_key, start_by.
+--   Queues: paused, fair_share. New state 'expired'.
+-- * submit()/submit_batch() return (id, outcome); invoke()/invoke_batch() take the same new
+--   options (concurrency key, on_conflict, throttle, debounce, start_by).
+-- * pause/resume of queues and tasks, fair share with key weights, cancel_by_key,
+--   flow_status, maintain().
+-- * A dedupe key held by a parked workflow execution no longer has its payload and wake
+--   time overwritten by a new invoke: parked executions let go of the key like running ones.
+\echo Use "ALTER EXTENSION pgconductor UPDATE TO '0.7.0'" to load this file. \quit
+
+ALTER TABLE pgconductor.queues
+    ADD COLUMN paused     boolean NOT NULL DEFAULT false,
+    ADD COLUMN fair_share boolean NOT NULL DEFAULT false;
+
+ALTER TABLE pgconductor.tasks
+    ADD COLUMN max_running         integer CONSTRAINT tasks_max_running_positive CHECK (max_running >= 1),
+    ADD COLUMN max_running_per_key integer CONSTRAINT tasks_max_running_per_key_positive CHECK (max_running_per_key >= 1),
+    ADD COLUMN rate_limit          integer CONSTRAINT tasks_rate_limit_positive CHECK (rate_limit >= 1),
+    ADD COLUMN rate_limit_per_key  integer CONSTRAINT tasks_rate_limit_per_key_positive CHECK (rate_limit_per_key >= 1),
+    ADD COLUMN rate_period         interval NOT NULL DEFAULT '1 second'
+                            CONSTRAINT tasks_rate_period_bounded CHECK (rate_period > interval '0' AND rate_period <= pgconductor._max_interval()),
+    ADD COLUMN start_within        interval CONSTRAINT tasks_start_within_bounded
+                            CHECK (start_within > interval '0' AND start_within <= pgconductor._max_interval()),
+    ADD COLUMN paused              boolean NOT NULL DEFAULT false,
+    ADD COLUMN keep_completed      interval NOT NULL DEFAULT '7 days'
+                            CONSTRAINT tasks_keep_completed_bounded CHECK (keep_completed >= interval '0' AND keep_completed <= pgconductor._max_interval()),
+    ADD COLUMN keep_failed         interval NOT NULL DEFAULT '30 days'
+                            CONSTRAINT tasks_keep_failed_bounded CHECK (keep_failed >= interval '0' AND keep_failed <= pgconductor._max_interval());
+
+ALTER TABLE pgconductor.executions
+    ADD COLUMN concurrency_key text,
+    ADD COLUMN start_by        timestamptz;
+CREATE INDEX executions_start_by_idx ON pgconductor.executions (start_by) WHERE start_by IS NOT NULL;
+CREATE INDEX executions_concurrency_key_idx ON pgconductor.executions (task_key, concurrency_key)
+    WHERE concurrency_key IS NOT NULL;
+
+ALTER TABLE pgconductor.finished_executions DROP CONSTRAINT finished_state_valid;
+ALTER TABLE pgconductor.finished_executions ADD CONSTRAINT finished_state_valid
+    CHECK (state IN ('completed', 'failed', 'cancelled', 'expired'));
+
+-- Token buckets of rate-limited tasks: per_key false is the task's bucket (key ''), true one
+-- concurrency key's (key '' for executions without one). tokens as of "at"; the bucket
+-- refills at capacity per rate_period up to capacity. No row: a full bucket (maintain()
+-- deletes the full ones).
+CREATE TABLE pgconductor.rate_buckets (
+    task_key text NOT NULL,
+    per_key  boolean NOT NULL,
+    key      text NOT NULL,
+    tokens   double precision NOT NULL,
+    at       timestamptz NOT NULL,
+    PRIMARY KEY (task_key, per_key, key)
+);
+
+-- Throttle periods: the execution admitted for (task, key) and the end of its period; until
+-- then invokes with that key get its id back (a finished one keeps its period). key '' is
+-- the whole task. maintain() deletes the ended periods.
+CREATE TABLE pgconductor.throttle_slots (
+    task_key     text NOT NULL,
+    key          text NOT NULL,
+    until        timestamptz NOT NULL,
+    execution_id uuid NOT NULL,
+    PRIMARY KEY (task_key, key)
+);
+
+-- Fair-share weights of concurrency keys in a queue (no row: weight 1). A key of weight w is
+-- served w rows for every row of a key of weight 1 while both wait.
+CREATE TABLE pgconductor.key_weights (
+    queue  text NOT NULL REFERENCES pgconductor.queues (name) ON DELETE CASCADE,
+    key    text NOT NULL,
+    weight integer NOT NULL CONSTRAINT key_weights_weight_range CHECK (weight BETWEEN 1 AND 100),
+    PRIMARY KEY (queue, key)
+);
+
+-- New parameters: the old signatures go (calls by name or position keep working).
+DROP FUNCTION pgconductor.invoke(text, jsonb, text, timestamptz, integer, text);
+DROP FUNCTION pgconductor.invoke_batch(text[], jsonb[], text[], timestamptz[], integer[], text[]);
+DROP FUNCTION pgconductor.register_task(text, text, integer, time, time, text, interval, interval, interval, integer);
+
+-- Raises 22023 unless p_key is NULL (none) or a usable concurrency key: 1-250 characters
+-- without control characters (the claim joins task and key with one). Returns nothing.
+CREATE FUNCTION pgconductor._assert_concurrency_key(p_key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_key IS NOT NULL AND (char_length(p_key) NOT BETWEEN 1 AND 250 OR p_key ~ '[[:cntrl:]]') THEN
+        RAISE EXCEPTION 'invalid concurrency key % (% characters)', pgconductor._show(p_key), char_length(p_key)
+            USING ERRCODE = '22023', HINT = 'A concurrency key (a tenant, a user...) is 1-250 characters without control characters, or NULL for none.';
+    END IF;
+END
+$$;
+
+-- Raises 22023 unless p_value is NULL (no limit) or at least 1 (p_what names the setting).
+-- Returns nothing.
+CREATE FUNCTION pgconductor._assert_limit(p_what text, p_value integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value < 1 THEN
+        RAISE EXCEPTION '% must be at least 1, got %', p_what, p_value
+            USING ERRCODE = '22023', HINT = 'Pass NULL for no limit.';
+    END IF;
+END
+$$;
+
+-- Validates p_task (every setting; 22023 with a hint for a bad one), makes sure its queue
+-- exists and upserts it (paused is set only for a new row: pause_task() owns it). Row lock:
+-- the task's row. Returns nothing.
+CREATE OR REPLACE FUNCTION pgconductor._save_task(p_task pgconductor.tasks)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgconductor._assert_task_key(p_task.key);
+    PERFORM pgconductor._assert_queue_name(p_task.queue);
+    IF p_task.max_attempts IS NULL OR p_task.max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1, got %', coalesce(p_task.max_attempts::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Use 1 for "never retry".';
+    END IF;
+    IF (p_task.window_start IS NULL) <> (p_task.window_end IS NULL) OR p_task.window_start = p_task.window_end THEN
+        RAISE EXCEPTION 'invalid window % - %', coalesce(p_task.window_start::text, 'NULL'), coalesce(p_task.window_end::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Give both ends and make them differ; a window ending before it starts crosses midnight.';
+    END IF;
+    PERFORM pgconductor._assert_timezone(p_task.timezone);
+    PERFORM pgconductor._assert_interval('backoff_base', p_task.backoff_base, interval '0', false);
+    PERFORM pgconductor._assert_interval('backoff_cap', p_task.backoff_cap, interval '0', false);
+    IF p_task.backoff_cap < p_task.backoff_base THEN
+        RAISE EXCEPTION 'backoff_cap % is below backoff_base %', p_task.backoff_cap, p_task.backoff_base
+            USING ERRCODE = '22023', HINT = 'The cap bounds the doubling delays: 0 <= base <= cap.';
+    END IF;
+    PERFORM pgconductor._assert_interval('timeout', p_task.timeout, interval '1 millisecond', true);
+    IF p_task.max_retry_after IS NULL OR p_task.max_retry_after < 0 THEN
+        RAISE EXCEPTION 'max_retry_after must be 0 or more, got %', coalesce(p_task.max_retry_after::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'How often a handler may put its execution back with RetryAfter; 0 forbids it.';
+    END IF;
+    PERFORM pgconductor._assert_limit('max_running', p_task.max_running);
+    PERFORM pgconductor._assert_limit('max_running_per_key', p_task.max_running_per_key);
+    PERFORM pgconductor._assert_limit('rate_limit', p_task.rate_limit);
+    PERFORM pgconductor._assert_limit('rate_limit_per_key', p_task.rate_limit_per_key);
+    PERFORM pgconductor._assert_interval('rate_period', p_task.rate_period, interval '1 millisecond', false);
+    PERFORM pgconductor._assert_interval('start_within', p_task.start_within, interval '1 millisecond', true);
+    PERFORM pgconductor._assert_interval('keep_completed', p_task.keep_completed, interval '0', false);
+    PERFORM pgconductor._assert_interval('keep_failed', p_task.keep_failed, interval '0', false);
+    PERFORM pgconductor.create_queue(p_task.queue);
+    INSERT INTO pgconductor.tasks AS t (key, queue, max_attempts, window_start, window_end, timezone,
+                                        backoff_base, backoff_cap, timeout, max_retry_after, max_running,
+                                        max_running_per_key, rate_limit, rate_limit_per_key, rate_period,
+                                        start_within, paused, keep_completed, keep_failed)
+    VALUES (p_task.key, p_task.queue, p_task.max_attempts, p_task.window_start, p_task.window_end,
+            p_task.timezone, p_task.backoff_base, p_task.backoff_cap, p_task.timeout, p_task.max_retry_after,
+            p_task.max_running, p_task.max_running_per_key, p_task.rate_limit, p_task.rate_limit_per_key,
+            p_task.rate_period, p_task.start_within, coalesce(p_task.paused, false), p_task.keep_completed,
+            p_task.keep_failed)
+    ON CONFLICT (key) DO UPDATE
+       SET queue = excluded.queue, max_attempts = excluded.max_attempts,
+           window_start = excluded.window_start, window_end = excluded.window_end,
+           timezone = excluded.timezone, backoff_base = excluded.backoff_base,
+           backoff_cap = excluded.backoff_cap, timeout = excluded.timeout,
+           max_retry_after = excluded.max_retry_after, max_running = excluded.max_running,
+           max_running_per_key = excluded.max_running_per_key, rate_limit = excluded.rate_limit,
+           rate_limit_per_key = excluded.rate_limit_per_key, rate_period = excluded.rate_period,
+           start_within = excluded.start_within, keep_completed = excluded.keep_completed,
+           keep_failed = excluded.keep_failed, updated_at = pgconductor._now();
+END
+$$;
+
+-- The settings declare_task() takes and _task_settings() returns: their one list. Inlined.
+CREATE FUNCTION pgconductor._task_setting_keys()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY['queue', 'max_attempts', 'window_start', 'window_end', 'timezone', 'backoff_base_ms',
+             'backoff_cap_ms', 'timeout_ms', 'max_retry_after', 'max_running', 'max_running_per_key',
+             'rate_limit', 'rate_limit_per_key', 'rate_period_ms', 'start_within_ms', 'keep_completed_ms',
+             'keep_failed_ms'];
+
+
+-- Task p_key's settings as jsonb (the keys declare_task() takes, _task_setting_keys();
+-- intervals in milliseconds). Locks nothing. NULL for a task without a row.
+CREATE OR REPLACE FUNCTION pgconductor._task_settings(p_key text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+               'queue', t.queue, 'max_attempts', t.max_attempts,
+               'window_start', t.window_start::text, 'window_end', t.window_end::text, 'timezone', t.timezone,
+               'backoff_base_ms', round(extract(epoch FROM t.backoff_base) * 1000)::bigint,
+               'backoff_cap_ms', round(extract(epoch FROM t.backoff_cap) * 1000)::bigint,
+               'timeout_ms', round(extract(epoch FROM t.timeout) * 1000)::bigint,
+               'max_retry_after', t.max_retry_after,
+               'max_running', t.max_running, 'max_running_per_key', t.max_running_per_key,
+               'rate_limit', t.rate_limit, 'rate_limit_per_key', t.rate_limit_per_key,
+               'rate_period_ms', round(extract(epoch FROM t.rate_period) * 1000)::bigint,
+               'start_within_ms', round(extract(epoch FROM t.start_within) * 1000)::bigint,
+               'keep_completed_ms', round(extract(epoch FROM t.keep_completed) * 1000)::bigint,
+               'keep_failed_ms', round(extract(epoch FROM t.keep_failed) * 1000)::bigint)
+      FROM pgconductor.tasks AS t WHERE t.key = p_key
+$$;
+
+-- Creates or updates task p_key with every setting: one left NULL takes the column default
+-- (no window, no timeout, no limits; a paused task stays paused). Windows are daily [start, end) in p_timezone (a zone name) and may
+-- cross midnight; intervals are at most _max_interval(). Raises 22023 for bad input.
+CREATE FUNCTION pgconductor.register_task(
+    p_key             text,
+    p_queue           text DEFAULT NULL,
+    p_max_attempts    integer DEFAULT NULL,
+    p_window_start    time DEFAULT NULL,
+    p_window_end      time DEFAULT NULL,
+    p_timezone        text DEFAULT NULL,
+    p_backoff_base    interval DEFAULT NULL,
+    p_backoff_cap     interval DEFAULT NULL,
+    p_timeout         interval DEFAULT NULL,
+    p_max_retry_after integer DEFAULT NULL,
+    p_max_running     integer DEFAULT NULL,
+    p_max_running_per_key integer DEFAULT NULL,
+    p_rate_limit      integer DEFAULT NULL,
+    p_rate_limit_per_key integer DEFAULT NULL,
+    p_rate_period     interval DEFAULT NULL,
+    p_start_within    interval DEFAULT NULL,
+    p_keep_completed  interval DEFAULT NULL,
+    p_keep_failed     interval DEFAULT NULL
+)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_task pgconductor.tasks := pgconductor._task_defaults();
+BEGIN
+    v_task.key := p_key;
+    v_task.queue := coalesce(p_queue, v_task.queue);
+    v_task.max_attempts := coalesce(p_max_attempts, v_task.max_attempts);
+    v_task.window_start := p_window_start;
+    v_task.window_end := p_window_end;
+    v_task.timezone := coalesce(p_timezone, v_task.timezone);
+    v_task.backoff_base := coalesce(p_backoff_base, v_task.backoff_base);
+    v_task.backoff_cap := coalesce(p_backoff_cap, v_task.backoff_cap);
+    v_task.timeout := p_timeout;
+    v_task.max_retry_after := coalesce(p_max_retry_after, v_task.max_retry_after);
+    v_task.max_running := p_max_running;
+    v_task.max_running_per_key := p_max_running_per_key;
+    v_task.rate_limit := p_rate_limit;
+    v_task.rate_limit_per_key := p_rate_limit_per_key;
+    v_task.rate_period := coalesce(p_rate_period, v_task.rate_period);
+    v_task.start_within := p_start_within;
+    v_task.keep_completed := coalesce(p_keep_completed, v_task.keep_completed);
+    v_task.keep_failed := coalesce(p_keep_failed, v_task.keep_failed);
+    PERFORM pgconductor._save_task(v_task);
+END
+$$;
+
+-- Sets only the settings present in p_settings (a JSON object with _task_setting_keys());
+-- the others keep their stored value, or the default for a new task; a JSON
+-- null resets one to its default. So a worker declaring its tasks at start keeps what an
+-- operator set in SQL. Raises 22023 for unknown keys or bad values. Returns the settings.
+CREATE OR REPLACE FUNCTION pgconductor.declare_task(p_key text, p_settings jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_def     pgconductor.tasks := pgconductor._task_defaults();
+    v_task    pgconductor.tasks;
+    v_s       jsonb := coalesce(p_settings, '{}');
+    v_unknown text;
+BEGIN
+    PERFORM pgconductor._assert_task_key(p_key);
+    IF jsonb_typeof(v_s) <> 'object' THEN
+        RAISE EXCEPTION 'task settings must be a JSON object, got %', pgconductor._show(v_s::text)
+            USING ERRCODE = '22023', HINT = 'For example {"max_attempts": 5, "timeout_ms": 30000}.';
+    END IF;
+    SELECT string_agg(quote_literal(left(k, 40)), ', ') INTO v_unknown FROM jsonb_object_keys(v_s) AS k
+     WHERE NOT (k = ANY (pgconductor._task_setting_keys()));
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown task setting(s) %', pgconductor._show(v_unknown)
+            USING ERRCODE = '22023', HINT = 'Known: ' || array_to_string(pgconductor._task_setting_keys(), ', ') || '.';
+    END IF;
+    SELECT * INTO v_task FROM pgconductor.tasks AS t WHERE t.key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        v_task := v_def;
+        v_task.key := p_key;
+    END IF;
+    BEGIN
+        IF v_s ? 'queue' THEN v_task.queue := coalesce(v_s->>'queue', v_def.queue); END IF;
+        IF v_s ? 'max_attempts' THEN v_task.max_attempts := coalesce((v_s->>'max_attempts')::integer, v_def.max_attempts); END IF;
+        IF v_s ? 'window_start' THEN v_task.window_start := (v_s->>'window_start')::time; END IF;
+        IF v_s ? 'window_end' THEN v_task.window_end := (v_s->>'window_end')::time; END IF;
+        IF v_s ? 'timezone' THEN v_task.timezone := coalesce(v_s->>'timezone', v_def.timezone); END IF;
+        IF v_s ? 'backoff_base_ms' THEN
+            v_task.backoff_base := coalesce(make_interval(secs => (v_s->>'backoff_base_ms')::numeric / 1000), v_def.backoff_base);
+        END IF;
+        IF v_s ? 'backoff_cap_ms' THEN
+            v_task.backoff_cap := coalesce(make_interval(secs => (v_s->>'backoff_cap_ms')::numeric / 1000), v_def.backoff_cap);
+        END IF;
+        IF v_s ? 'timeout_ms' THEN v_task.timeout := make_interval(secs => (v_s->>'timeout_ms')::numeric / 1000); END IF;
+        IF v_s ? 'max_retry_after' THEN
+            v_task.max_retry_after := coalesce((v_s->>'max_retry_after')::integer, v_def.max_retry_after);
+        END IF;
+        IF v_s ? 'max_running' THEN v_task.max_running := (v_s->>'max_running')::integer; END IF;
+        IF v_s ? 'max_running_per_key' THEN v_task.max_running_per_key := (v_s->>'max_running_per_key')::integer; END IF;
+        IF v_s ? 'rate_limit' THEN v_task.rate_limit := (v_s->>'rate_limit')::integer; END IF;
+        IF v_s ? 'rate_limit_per_key' THEN v_task.rate_limit_per_key := (v_s->>'rate_limit_per_key')::integer; END IF;
+        IF v_s ? 'rate_period_ms' THEN
+            v_task.rate_period := coalesce(make_interval(secs => (v_s->>'rate_period_ms')::numeric / 1000), v_def.rate_period);
+        END IF;
+        IF v_s ? 'start_within_ms' THEN
+            v_task.start_within := make_interval(secs => (v_s->>'start_within_ms')::numeric / 1000);
+        END IF;
+        IF v_s ? 'keep_completed_ms' THEN
+            v_task.keep_completed := coalesce(make_interval(secs => (v_s->>'keep_completed_ms')::numeric / 1000), v_def.keep_completed);
+        END IF;
+        IF v_s ? 'keep_failed_ms' THEN
+            v_task.keep_failed := coalesce(make_interval(secs => (v_s->>'keep_failed_ms')::numeric / 1000), v_def.keep_failed);
+        END IF;
+    EXCEPTION WHEN data_exception THEN  -- a value of the wrong type or out of range
+        RAISE EXCEPTION 'invalid task settings %', pgconductor._show(v_s::text)
+            USING ERRCODE = '22023', HINT = 'Integers for the limits, max_attempts, max_retry_after and the *_ms keys; "HH:MM" for window ends; strings for queue and timezone.';
+    END;
+    PERFORM pgconductor._save_task(v_task);
+    RETURN pgconductor._task_settings(p_key);
+END
+$$;
+
+-- The separator of task key and concurrency key in the gate's key lists (neither contains
+-- control characters). Inlined.
+CREATE FUNCTION pgconductor._key_sep()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN chr(31);
+
+
+-- True when task p_task has a limit the claim must count (running or rate). Inlined.
+CREATE FUNCTION pgconductor._limited(p_task pgconductor.tasks)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN p_task.max_running IS NOT NULL OR p_task.max_running_per_key IS NOT NULL
+    OR p_task.rate_limit IS NOT NULL OR p_task.rate_limit_per_key IS NOT NULL;
+
+
+-- True when task p_task has any rule of the gate (a window, a pause, a limit). Inlined.
+CREATE FUNCTION pgconductor._gated(p_task pgconductor.tasks)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN p_task.window_start IS NOT NULL OR p_task.paused OR pgconductor._limited(p_task);
+
+
+-- The per-row rule of every pick: pending, not parked, due, of a wanted task that the gate
+-- did not block, whose key the gate did not block, not past its start-by deadline, with an
+-- attempt left (p_max_attempts: task key -> max_attempts of the tasks with a row; the others
+-- have the default 3). Inlined into each pick, so the partial claim index still applies
+-- (a sub-select here would stop the inlining: hence the map).
+CREATE FUNCTION pgconductor._claimable(p_row pgconductor.executions, p_now timestamptz, p_task_keys text[],
+                                       p_blocked text[], p_blocked_keys text[], p_max_attempts jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE
+RETURN p_row.locked_by IS NULL AND p_row.waiting IS NULL AND p_row.run_at <= p_now
+   AND (p_task_keys IS NULL OR p_row.task_key = ANY (p_task_keys))
+   AND NOT (p_row.task_key = ANY (p_blocked))
+   AND (cardinality(p_blocked_keys) = 0
+        OR NOT (p_row.task_key || pgconductor._key_sep() || coalesce(p_row.concurrency_key, '') = ANY (p_blocked_keys)))
+   AND (p_row.start_by IS NULL OR p_row.start_by > p_now)
+   AND (p_row.attempts = 0 OR p_row.attempts < coalesce((p_max_attempts->>p_row.task_key)::integer, 3));
+
+
+-- Tokens in a bucket of p_capacity that held p_tokens at p_at and refills p_capacity per
+-- p_period, as of p_now (never more than p_capacity). Inlined.
+CREATE FUNCTION pgconductor._refilled(p_tokens double precision, p_at timestamptz, p_capacity integer,
+                                      p_period interval, p_now timestamptz)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE
+RETURN least(p_capacity::double precision,
+             p_tokens + p_capacity * greatest(extract(epoch FROM p_now - p_at), 0)::double precision
+                                   / greatest(extract(epoch FROM p_period), 0.001)::double precision);
+
+
+-- The gate: which of the tasks p_task_keys (NULL: all) may start executions now. blocked:
+-- tasks paused, outside their window, or at a limit; blocked_keys: task-and-key pairs
+-- (_key_sep) at a per-key limit; limits: what is left of each limit for _claim_trim, NULL
+-- when no limited task is wanted. For limited tasks it takes a transaction advisory lock per
+-- task, in key order (claims of tasks whose limits interact cannot deadlock), and then counts
+-- running executions: a concurrent claim's leases are counted once it commits, so limits are
+-- never over-admitted. Raises 25000 outside READ COMMITTED, where a claim could count from
+-- an older snapshot.
+CREATE FUNCTION pgconductor._claim_gate(p_task_keys text[], p_now timestamptz,
+                                        OUT blocked text[], OUT blocked_keys text[], OUT limits jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_limited text[];
+    v_windows boolean;
+BEGIN
+    blocked_keys := '{}';
+    SELECT coalesce(array_agg(t.key) FILTER (WHERE t.paused), '{}'),
+           coalesce(array_agg(t.key ORDER BY t.key) FILTER (WHERE NOT t.paused AND pgconductor._limited(t)), '{}'),
+           coalesce(bool_or(t.window_start IS NOT NULL), false)
+      INTO blocked, v_limited, v_windows
+      FROM pgconductor.tasks AS t
+     WHERE pgconductor._gated(t) AND (p_task_keys IS NULL OR t.key = ANY (p_task_keys));
+    IF v_windows THEN
+        blocked := blocked || pgconductor._closed_tasks(p_now);
+        v_limited := ARRAY(SELECT k FROM unnest(v_limited) AS k WHERE NOT (k = ANY (blocked)) ORDER BY k);
+    END IF;
+    IF cardinality(v_limited) = 0 THEN
+        RETURN;
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'claims of tasks with limits must run in READ COMMITTED, not %', current_setting('transaction_isolation')
+            USING ERRCODE = '25000', HINT = 'Call get_executions() in its own READ COMMITTED transaction (autocommit).';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('pgconductor.limit ' || k, 0))
+       FROM unnest(v_limited) AS k ORDER BY k;
+
+    WITH lim AS (
+        SELECT t.* FROM pgconductor.tasks AS t WHERE t.key = ANY (v_limited)
+    ), running AS (
+        SELECT e.task_key, coalesce(e.concurrency_key, '') AS k, count(*)::integer AS n
+          FROM pgconductor.executions AS e
+         WHERE e.locked_by IS NOT NULL AND e.task_key = ANY (v_limited)
+         GROUP BY 1, 2
+    ), buckets AS (
+        SELECT b.task_key, b.per_key, b.key,
+               floor(pgconductor._refilled(b.tokens, b.at, CASE WHEN b.per_key THEN l.rate_limit_per_key ELSE l.rate_limit END,
+                                           l.rate_period, p_now))::integer AS tokens
+          FROM pgconductor.rate_buckets AS b
+          JOIN lim AS l ON l.key = b.task_key
+         WHERE CASE WHEN b.per_key THEN l.rate_limit_per_key ELSE l.rate_limit END IS NOT NULL
+    ), task_allow AS (
+        SELECT l.key,
+               least(l.max_running - coalesce((SELECT sum(r.n) FROM running AS r WHERE r.task_key = l.key), 0),
+                     CASE WHEN l.rate_limit IS NOT NULL
+                          THEN coalesce((SELECT b.tokens FROM buckets AS b WHERE b.task_key = l.key AND NOT b.per_key),
+                                        l.rate_limit) END)::integer AS allow,
+               least(l.max_running_per_key, l.rate_limit_per_key) AS key_default
+          FROM lim AS l
+    ), key_allow AS (
+        SELECT l.key AS task_key, k.k,
+               least(l.max_running_per_key - coalesce(r.n, 0),
+                     CASE WHEN l.rate_limit_per_key IS NOT NULL THEN coalesce(b.tokens, l.rate_limit_per_key) END) AS allow
+          FROM lim AS l
+          JOIN (SELECT r.task_key, r.k FROM running AS r
+                UNION SELECT b.task_key, b.key FROM buckets AS b WHERE b.per_key) AS k ON k.task_key = l.key
+          LEFT JOIN running AS r ON r.task_key = l.key AND r.k = k.k
+          LEFT JOIN buckets AS b ON b.task_key = l.key AND b.per_key AND b.key = k.k
+         WHERE l.max_running_per_key IS NOT NULL OR l.rate_limit_per_key IS NOT NULL
+    )
+    SELECT blocked || ARRAY(SELECT a.key FROM task_allow AS a WHERE a.allow <= 0),
+           ARRAY(SELECT a.task_key || pgconductor._key_sep() || a.k FROM key_allow AS a WHERE a.allow <= 0),
+           jsonb_build_object(
+               'task', (SELECT coalesce(jsonb_object_agg(a.key, a.allow), '{}') FROM task_allow AS a WHERE a.allow IS NOT NULL),
+               'key', (SELECT coalesce(jsonb_object_agg(a.task_key || pgconductor._key_sep() || a.k, a.allow), '{}')
+                         FROM key_allow AS a WHERE a.allow IS NOT NULL),
+               'key_default', (SELECT coalesce(jsonb_object_agg(a.key, a.key_default), '{}')
+                                 FROM task_allow AS a WHERE a.key_default IS NOT NULL),
+               'rated', (SELECT coalesce(bool_or(l.rate_limit IS NOT NULL OR l.rate_limit_per_key IS NOT NULL), false) FROM lim AS l))
+      INTO blocked, blocked_keys, limits;
+END
+$$;
+
+-- The trim: of the rows p_ids picked in queue p_queue (in pick order), those the limits
+-- p_limits (from _claim_gate) admit: per task and per key, the first ones up to what is
+-- left. Locks nothing more. Returns them in pick order.
+CREATE FUNCTION pgconductor._claim_trim(p_queue text, p_ids uuid[], p_limits jsonb)
+RETURNS uuid[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}')
+      FROM (SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
+                   row_number() OVER (PARTITION BY e.task_key ORDER BY p.ord) AS rn_task,
+                   row_number() OVER (PARTITION BY e.task_key, coalesce(e.concurrency_key, '') ORDER BY p.ord) AS rn_key
+              FROM unnest(p_ids) WITH ORDINALITY AS p(id, ord)
+              JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id) AS x
+     WHERE x.rn_task <= coalesce((p_limits->'task'->>x.task_key)::integer, 2147483647)
+       AND x.rn_key <= coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
+                                (p_limits->'key_default'->>x.task_key)::integer, 2147483647)
+$$;
+
+-- Charges the rate limits of the executions p_ids of queue p_queue just claimed: one token
+-- each from their task's bucket and their key's. Row locks: those buckets. Returns nothing.
+CREATE FUNCTION pgconductor._spend_tokens(p_queue text, p_ids uuid[], p_now timestamptz)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO pgconductor.rate_buckets AS b (task_key, per_key, key, tokens, at)
+    SELECT u.task_key, u.per_key, u.key, u.capacity - u.n, p_now
+      FROM (SELECT e.task_key, s.per_key, CASE WHEN s.per_key THEN coalesce(e.concurrency_key, '') ELSE '' END AS key,
+                   CASE WHEN s.per_key THEN t.rate_limit_per_key ELSE t.rate_limit END AS capacity, count(*) AS n
+              FROM pgconductor.executions AS e
+              JOIN pgconductor.tasks AS t ON t.key = e.task_key
+             CROSS JOIN (VALUES (false), (true)) AS s(per_key)
+             WHERE e.queue = p_queue AND e.id = ANY (p_ids)
+               AND CASE WHEN s.per_key THEN t.rate_limit_per_key ELSE t.rate_limit END IS NOT NULL
+             GROUP BY 1, 2, 3, 4) AS u
+    ON CONFLICT (task_key, per_key, key) DO UPDATE
+       SET tokens = (SELECT pgconductor._refilled(b.tokens, b.at, c.capacity, t.rate_period, p_now) - (c.capacity - excluded.tokens)
+                       FROM pgconductor.tasks AS t
+                      CROSS JOIN LATERAL (SELECT CASE WHEN b.per_key THEN t.rate_limit_per_key ELSE t.rate_limit END AS capacity) AS c
+                      WHERE t.key = b.task_key),
+           at = p_now
+$$;
+
+-- Raises 22023 unless the enqueue options are usable together: on_conflict replace | keep |
+-- supersede; throttle and debounce between 1 ms and _max_interval(), not both; debounce_max
+-- only with debounce and not below it; debounce only with replace. Returns nothing.
+CREATE FUNCTION pgconductor._assert_invoke_options(p_on_conflict text, p_throttle interval, p_debounce interval,
+                                                   p_debounce_max interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_on_conflict IS NOT NULL AND p_on_conflict NOT IN ('replace', 'keep', 'supersede') THEN
+        RAISE EXCEPTION 'invalid on_conflict %', pgconductor._show(p_on_conflict)
+            USING ERRCODE = '22023', HINT = 'Use replace (update a pending one), keep (return the live one) or supersede (cancel it, make a new one).';
+    END IF;
+    PERFORM pgconductor._assert_interval('throttle', p_throttle, interval '1 millisecond', true);
+    PERFORM pgconductor._assert_interval('debounce', p_debounce, interval '1 millisecond', true);
+    PERFORM pgconductor._assert_interval('debounce_max', p_debounce_max, interval '1 millisecond', true);
+    IF p_throttle IS NOT NULL AND p_debounce IS NOT NULL THEN
+        RAISE EXCEPTION 'throttle and debounce exclude each other'
+            USING ERRCODE = '22023', HINT = 'Throttle runs the first call of a period, debounce the last: pick one.';
+    END IF;
+    IF p_debounce_max IS NOT NULL AND (p_debounce IS NULL OR p_debounce_max < p_debounce) THEN
+        RAISE EXCEPTION 'debounce_max % needs a debounce no longer than it', p_debounce_max
+            USING ERRCODE = '22023', HINT = 'debounce_max bounds how long repeated calls may delay the run: pass debounce too.';
+    END IF;
+    IF p_debounce IS NOT NULL AND coalesce(p_on_conflict, 'replace') <> 'replace' THEN
+        RAISE EXCEPTION 'debounce takes no on_conflict (got %)', p_on_conflict
+            USING ERRCODE = '22023', HINT = 'Debounced calls always replace the pending execution''s payload.';
+    END IF;
+END
+$$;
+
+-- Raises 22023 for a start-by deadline that is not finite or not after the run time
+-- p_run_at (it could never start). NULL passes. Returns nothing.
+CREATE FUNCTION pgconductor._assert_start_by(p_start_by timestamptz, p_run_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT isfinite(p_start_by) OR p_start_by <= p_run_at THEN
+        RAISE EXCEPTION 'start_by % is not after run_at %', p_start_by, p_run_at
+            USING ERRCODE = '22023', HINT = 'start_by is the latest time the execution may start: later than its run_at.';
+    END IF;
+END
+$$;
+
+-- p_array with its first element at subscript 1 ('[0:1]={...}' arrays pair by position). Locks nothing.
+CREATE FUNCTION pgconductor._from_one(p_array anyarray)
+RETURNS anyarray
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_array IS NULL OR array_lower(p_array, 1) = 1 THEN p_array ELSE ARRAY(SELECT unnest(p_array)) END
+$$;
+
+-- Enqueues one execution after its inputs were checked (submit, submit_batch): the queue is
+-- p_queue, else the task's, else 'default' (created on demand); start_by is p_start_by, else
+-- run_at + the task's start_within. Without a dedupe key, throttle or debounce: one INSERT.
+-- With a dedupe key the live execution holding it decides, by p_on_conflict: replace (a
+-- pending one takes the new payload, run_at and priority; a started one, running or parked,
+-- lets go of the key and a new one is made), keep (the live one is returned unchanged),
+-- supersede (the live one is cancelled, a running one signalled, and a new one made).
+-- Throttle and debounce key by the dedupe key, '' (the whole task) without one. Row locks:
+-- the execution holding the key, the throttle slot. Returns (id, outcome): created | updated
+-- | kept | superseded | throttled | debounced. Notifies pgconductor_invoke when it is due now.
+CREATE FUNCTION pgconductor._submit_one(
+    p_task_key text, p_payload jsonb, p_queue text, p_run_at timestamptz, p_priority integer, p_dedupe_key text,
+    p_concurrency_key text, p_on_conflict text, p_throttle interval, p_debounce interval, p_debounce_max interval,
+    p_start_by timestamptz, OUT id uuid, OUT outcome text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now      timestamptz := pgconductor._now();
+    v_queue    text;
+    v_exists   boolean;
+    v_within   interval;
+    v_run_at   timestamptz := coalesce(p_run_at, v_now);
+    v_start_by timestamptz;
+    v_payload  jsonb := coalesce(p_payload, '{}');
+    v_priority integer := coalesce(p_priority, 0);
+    v_key      text := p_dedupe_key;
+    v_new      uuid := pgconductor._uuid7();
+    v_holder   record;
+BEGIN
+    -- The common case costs one lookup: the queue, whether it exists, the task's start_within.
+    SELECT coalesce(p_queue, t.queue, 'default'), t.start_within INTO v_queue, v_within
+      FROM (SELECT 1) AS one LEFT JOIN pgconductor.tasks AS t ON t.key = p_task_key;
+    v_exists := EXISTS (SELECT 1 FROM pgconductor.queues AS q WHERE q.name = v_queue);
+    IF NOT v_exists THEN
+        PERFORM pgconductor.create_queue(v_queue);
+    END IF;
+
+    IF p_throttle IS NOT NULL THEN
+        -- The first call of a period takes the slot (a row lock: concurrent calls wait for it and
+        -- then see it taken); later calls of the period get its execution back.
+        v_key := coalesce(p_dedupe_key, '');
+        INSERT INTO pgconductor.throttle_slots AS s (task_key, key, until, execution_id)
+        VALUES (p_task_key, v_key, v_now + p_throttle, v_new)
+        ON CONFLICT (task_key, key) DO UPDATE SET until = excluded.until, execution_id = excluded.execution_id
+         WHERE s.until <= v_now
+        RETURNING s.execution_id INTO id;
+        IF id IS NULL THEN
+            SELECT s.execution_id INTO id FROM pgconductor.throttle_slots AS s
+             WHERE s.task_key = p_task_key AND s.key = v_key;
+            outcome := 'throttled';
+            RETURN;
+        END IF;
+        v_key := p_dedupe_key;
+    ELSIF p_debounce IS NOT NULL THEN
+        v_key := coalesce(p_dedupe_key, '');
+        v_run_at := v_run_at + p_debounce;
+    END IF;
+    v_start_by := coalesce(p_start_by, v_run_at + v_within);
+
+    IF v_key IS NULL THEN
+        INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, concurrency_key, start_by)
+        VALUES (v_new, p_task_key, v_queue, v_payload, v_run_at, v_priority, p_concurrency_key, v_start_by);
+        id := v_new;
+        outcome := 'created';
+    ELSE
+        -- A claim may take the pending row between our statements: then try again.
+        FOR v_try IN 1..5 LOOP
+            IF coalesce(p_on_conflict, 'replace') = 'replace' THEN
+                -- A started one (running or parked) keeps running without the key.
+                UPDATE pgconductor.executions AS e SET dedupe_key = NULL
+                 WHERE e.queue = v_queue AND e.task_key = p_task_key AND e.dedupe_key = v_key
+                   AND (e.locked_by IS NOT NULL OR e.waiting IS NOT NULL);
+                INSERT INTO pgconductor.executions AS e
+                    (id, task_key, queue, payload, run_at, priority, dedupe_key, concurrency_key, start_by)
+                VALUES (v_new, p_task_key, v_queue, v_payload, v_run_at, v_priority, v_key, p_concurrency_key, v_start_by)
+                ON CONFLICT (queue, task_key, dedupe_key) WHERE dedupe_key IS NOT NULL
+                DO UPDATE SET payload = excluded.payload, priority = excluded.priority,
+                              concurrency_key = excluded.concurrency_key, start_by = excluded.start_by,
+                              -- Debounced: one period after the last call, bounded from the first.
+                              run_at = CASE WHEN p_debounce_max IS NULL THEN excluded.run_at
+                                            ELSE least(excluded.run_at, e.created_at + p_debounce_max) END
+                        WHERE e.locked_by IS NULL AND e.waiting IS NULL
+                RETURNING e.id INTO id;
+                outcome := CASE WHEN id = v_new THEN 'created' WHEN p_debounce IS NOT NULL THEN 'debounced' ELSE 'updated' END;
+            ELSE
+                SELECT e.id, e.locked_by, e.waiting INTO v_holder FROM pgconductor.executions AS e
+                 WHERE e.queue = v_queue AND e.task_key = p_task_key AND e.dedupe_key = v_key
+                   FOR UPDATE;
+                IF FOUND AND p_on_conflict = 'keep' THEN
+                    id := v_holder.id;
+                    outcome := 'kept';
+                    RETURN;
+                END IF;
+                IF FOUND THEN
+                    UPDATE pgconductor.executions AS e SET dedupe_key = NULL WHERE e.id = v_holder.id AND e.queue = v_queue;
+                    PERFORM pgconductor.cancel(v_holder.id, 'superseded by a newer invoke with the same dedupe key');
+                END IF;
+                INSERT INTO pgconductor.executions AS e
+                    (id, task_key, queue, payload, run_at, priority, dedupe_key, concurrency_key, start_by)
+                VALUES (v_new, p_task_key, v_queue, v_payload, v_run_at, v_priority, v_key, p_concurrency_key, v_start_by)
+                ON CONFLICT (queue, task_key, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+                RETURNING e.id INTO id;
+                outcome := CASE WHEN v_holder.id IS NOT NULL THEN 'superseded' ELSE 'created' END;
+            END IF;
+            EXIT WHEN id IS NOT NULL;
+        END LOOP;
+        IF id IS NULL THEN
+            RAISE EXCEPTION 'could not enqueue % with dedupe key %: the execution holding it keeps changing',
+                            pgconductor._show(p_task_key), pgconductor._show(v_key)
+                USING ERRCODE = '40001', HINT = 'Retry the call.';
+        END IF;
+        IF p_throttle IS NOT NULL AND id <> v_new THEN
+            UPDATE pgconductor.throttle_slots AS s SET execution_id = id
+             WHERE s.task_key = p_task_key AND s.key = coalesce(p_dedupe_key, '');
+        END IF;
+    END IF;
+
+    IF v_run_at <= v_now THEN
+        PERFORM pg_notify('pgconductor_invoke', v_queue);
+    END IF;
+END
+$$;
+
+-- Enqueues one execution of p_task_key (see _submit_one for the queue, dedupe keys,
+-- on_conflict, throttle, debounce and start-by). Raises 22023 for bad input. Returns (id,
+-- outcome): created | updated | kept | superseded | throttled | debounced.
+CREATE FUNCTION pgconductor.submit(
+    p_task_key        text,
+    p_payload         jsonb DEFAULT '{}',
+    p_queue           text DEFAULT NULL,
+    p_run_at          timestamptz DEFAULT NULL,
+    p_priority        integer DEFAULT 0,
+    p_dedupe_key      text DEFAULT NULL,
+    p_concurrency_key text DEFAULT NULL,
+    p_on_conflict     text DEFAULT NULL,
+    p_throttle        interval DEFAULT NULL,
+    p_debounce        interval DEFAULT NULL,
+    p_debounce_max    interval DEFAULT NULL,
+    p_start_by        timestamptz DEFAULT NULL
+)
+RETURNS TABLE (id uuid, outcome text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pgconductor._valid_task_key(p_task_key) THEN
+        PERFORM pgconductor._assert_task_key(p_task_key);
+    END IF;
+    IF NOT isfinite(p_run_at) THEN
+        PERFORM pgconductor._assert_run_at(p_run_at);
+    END IF;
+    IF p_dedupe_key IS NOT NULL OR p_concurrency_key IS NOT NULL OR p_on_conflict IS NOT NULL
+       OR p_throttle IS NOT NULL OR p_debounce IS NOT NULL OR p_debounce_max IS NOT NULL OR p_start_by IS NOT NULL THEN
+        PERFORM pgconductor._assert_dedupe_key(p_dedupe_key);
+        PERFORM pgconductor._assert_concurrency_key(p_concurrency_key);
+        PERFORM pgconductor._assert_invoke_options(p_on_conflict, p_throttle, p_debounce, p_debounce_max);
+        PERFORM pgconductor._assert_start_by(p_start_by, coalesce(p_run_at, pgconductor._now()));
+    END IF;
+    RETURN QUERY SELECT s.id, s.outcome FROM pgconductor._submit_one(
+        p_task_key, p_payload, p_queue, p_run_at, p_priority, p_dedupe_key, p_concurrency_key, p_on_conflict,
+        p_throttle, p_debounce, p_debounce_max, p_start_by) AS s;
+END
+$$;
+
+-- Enqueues one execution, as submit() does, and returns its id (for a throttled call, the
+-- execution of the period). Raises 22023 for bad input.
+CREATE FUNCTION pgconductor.invoke(
+    p_task_key        text,
+    p_payload         jsonb DEFAULT '{}',
+    p_queue           text DEFAULT NULL,
+    p_run_at          timestamptz DEFAULT NULL,
+    p_priority        integer DEFAULT 0,
+    p_dedupe_key      text DEFAULT NULL,
+    p_concurrency_key text DEFAULT NULL,
+    p_on_conflict     text DEFAULT NULL,
+    p_throttle        interval DEFAULT NULL,
+    p_debounce        interval DEFAULT NULL,
+    p_debounce_max    interval DEFAULT NULL,
+    p_start_by        timestamptz DEFAULT NULL
+)
+RETURNS uuid
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.id FROM pgconductor.submit(p_task_key, p_payload, p_queue, p_run_at, p_priority, p_dedupe_key,
+                                        p_concurrency_key, p_on_conflict, p_throttle, p_debounce, p_debounce_max,
+                                        p_start_by) AS s
+$$;
+
+-- Enqueues many executions (parallel arrays; NULL elements take the defaults; the scalar
+-- options apply to every element), as submit() does for one. Without dedupe keys, throttle
+-- or debounce: one INSERT for the whole batch; with them, element by element in input order,
+-- so a key repeated in the batch meets the execution its earlier element made or updated.
+-- Raises 22023 for bad input. Returns (id, outcome) per element, in input order.
+CREATE FUNCTION pgconductor.submit_batch(
+    p_task_keys        text[],
+    p_payloads         jsonb[],
+    p_queues           text[] DEFAULT NULL,
+    p_run_ats          timestamptz[] DEFAULT NULL,
+    p_priorities       integer[] DEFAULT NULL,
+    p_dedupe_keys      text[] DEFAULT NULL,
+    p_concurrency_keys text[] DEFAULT NULL,
+    p_on_conflict      text DEFAULT NULL,
+    p_throttle         interval DEFAULT NULL,
+    p_debounce         interval DEFAULT NULL,
+    p_debounce_max     interval DEFAULT NULL,
+    p_start_bys        timestamptz[] DEFAULT NULL
+)
+RETURNS TABLE (id uuid, outcome text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now   timestamptz := pgconductor._now();
+    v_n     integer := coalesce(cardinality(p_task_keys), 0);
+    v_bad   integer;
+    v_queue text;
+BEGIN
+    IF coalesce(cardinality(p_payloads), 0) <> v_n
+       OR (p_queues IS NOT NULL AND cardinality(p_queues) <> v_n)
+       OR (p_run_ats IS NOT NULL AND cardinality(p_run_ats) <> v_n)
+       OR (p_priorities IS NOT NULL AND cardinality(p_priorities) <> v_n)
+       OR (p_dedupe_keys IS NOT NULL AND cardinality(p_dedupe_keys) <> v_n)
+       OR (p_concurrency_keys IS NOT NULL AND cardinality(p_concurrency_keys) <> v_n)
+       OR (p_start_bys IS NOT NULL AND cardinality(p_start_bys) <> v_n) THEN
+        RAISE EXCEPTION 'invoke_batch arrays have different lengths'
+            USING ERRCODE = '22023', HINT = 'Pass one element per execution in every array (or NULL for a whole optional array).';
+    END IF;
+    IF greatest(array_ndims(p_task_keys), array_ndims(p_payloads), array_ndims(p_queues), array_ndims(p_run_ats),
+                array_ndims(p_priorities), array_ndims(p_dedupe_keys), array_ndims(p_concurrency_keys),
+                array_ndims(p_start_bys)) > 1 THEN
+        RAISE EXCEPTION 'invoke_batch takes one-dimensional arrays'
+            USING ERRCODE = '22023', HINT = 'Pass a flat array with one element per execution.';
+    END IF;
+    PERFORM pgconductor._assert_invoke_options(p_on_conflict, p_throttle, p_debounce, p_debounce_max);
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    p_task_keys := pgconductor._from_one(p_task_keys);
+    p_payloads := pgconductor._from_one(p_payloads);
+    p_queues := pgconductor._from_one(p_queues);
+    p_run_ats := pgconductor._from_one(p_run_ats);
+    p_priorities := pgconductor._from_one(p_priorities);
+    p_dedupe_keys := pgconductor._from_one(p_dedupe_keys);
+    p_concurrency_keys := pgconductor._from_one(p_concurrency_keys);
+    p_start_bys := pgconductor._from_one(p_start_bys);
+
+    SELECT min(u.ord) INTO v_bad FROM unnest(p_task_keys) WITH ORDINALITY AS u(k, ord)
+     WHERE NOT pgconductor._valid_task_key(u.k);
+    IF v_bad IS NOT NULL THEN
+        PERFORM pgconductor._assert_task_key(p_task_keys[v_bad]);
+    END IF;
+    PERFORM pgconductor._assert_run_at(r) FROM unnest(p_run_ats) AS r WHERE NOT isfinite(r);
+    PERFORM pgconductor._assert_dedupe_key(d) FROM unnest(p_dedupe_keys) AS d WHERE d IS NOT NULL;
+    PERFORM pgconductor._assert_concurrency_key(c) FROM unnest(p_concurrency_keys) AS c WHERE c IS NOT NULL;
+    PERFORM pgconductor._assert_start_by(u.s, coalesce(u.r, v_now))
+       FROM unnest(p_start_bys, coalesce(p_run_ats, array_fill(NULL::timestamptz, ARRAY[v_n]))) AS u(s, r)
+      WHERE u.s IS NOT NULL;
+    SELECT count(*) INTO v_bad
+      FROM (SELECT DISTINCT q FROM unnest(p_queues) AS q) AS d
+     WHERE d.q IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pgconductor.queues AS x WHERE x.name = d.q);
+    IF v_bad > pgconductor._max_new_queues_per_call() THEN
+        RAISE EXCEPTION 'invoke_batch would create % new queues; one call creates at most %', v_bad, pgconductor._max_new_queues_per_call()
+            USING ERRCODE = '54000', HINT = 'Create the queues first with create_queue(), or split the batch.';
+    END IF;
+
+    IF p_throttle IS NOT NULL OR p_debounce IS NOT NULL
+       OR (p_dedupe_keys IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(p_dedupe_keys) AS d WHERE d IS NOT NULL)) THEN
+        FOR v_bad IN 1..v_n LOOP
+            RETURN QUERY SELECT s.id, s.outcome FROM pgconductor._submit_one(
+                p_task_keys[v_bad], p_payloads[v_bad], p_queues[v_bad], p_run_ats[v_bad], p_priorities[v_bad],
+                p_dedupe_keys[v_bad], p_concurrency_keys[v_bad], p_on_conflict, p_throttle, p_debounce,
+                p_debounce_max, p_start_bys[v_bad]) AS s;
+        END LOOP;
+        RETURN;
+    END IF;
+
+    -- Queues first (created on demand), then one INSERT for the whole batch.
+    FOR v_queue IN
+        SELECT DISTINCT coalesce(u.q, t.queue, 'default')
+          FROM unnest(p_task_keys, coalesce(p_queues, array_fill(NULL::text, ARRAY[v_n]))) AS u(k, q)
+          LEFT JOIN pgconductor.tasks AS t ON t.key = u.k
+    LOOP
+        PERFORM pgconductor.create_queue(v_queue);
+        IF p_run_ats IS NULL OR EXISTS (SELECT 1 FROM unnest(p_run_ats) AS r WHERE r IS NULL OR r <= v_now) THEN
+            PERFORM pg_notify('pgconductor_invoke', v_queue);
+        END IF;
+    END LOOP;
+
+    RETURN QUERY
+    WITH input AS MATERIALIZED (
+        SELECT u.ord, pgconductor._uuid7() AS id, u.k AS task_key, coalesce(u.q, t.queue, 'default') AS queue,
+               coalesce(u.p, '{}') AS payload, coalesce(u.r, v_now) AS run_at, coalesce(u.pr, 0) AS priority,
+               u.ck AS concurrency_key, coalesce(u.sb, coalesce(u.r, v_now) + t.start_within) AS start_by
+          -- A NULL optional array unnests as all NULL (unnest pads the shorter arrays).
+          FROM unnest(p_task_keys, p_payloads, p_queues, p_run_ats, p_priorities, p_concurrency_keys, p_start_bys)
+               WITH ORDINALITY AS u(k, p, q, r, pr, ck, sb, ord)
+          LEFT JOIN pgconductor.tasks AS t ON t.key = u.k
+    ), inserted AS (
+        INSERT INTO pgconductor.executions (id, task_key, queue, payload, run_at, priority, concurrency_key, start_by)
+        SELECT i.id, i.task_key, i.queue, i.payload, i.run_at, i.priority, i.concurrency_key, i.start_by FROM input AS i
+    )
+    SELECT i.id, 'created'::text FROM input AS i ORDER BY i.ord;
+END
+$$;
+
+-- Enqueues many executions, as submit_batch() does. Returns their ids in input order.
+CREATE FUNCTION pgconductor.invoke_batch(
+    p_task_keys        text[],
+    p_payloads         jsonb[],
+    p_queues           text[] DEFAULT NULL,
+    p_run_ats          timestamptz[] DEFAULT NULL,
+    p_priorities       integer[] DEFAULT NULL,
+    p_dedupe_keys      text[] DEFAULT NULL,
+    p_concurrency_keys text[] DEFAULT NULL,
+    p_on_conflict      text DEFAULT NULL,
+    p_throttle         interval DEFAULT NULL,
+    p_debounce         interval DEFAULT NULL,
+    p_debounce_max     interval DEFAULT NULL,
+    p_start_bys        timestamptz[] DEFAULT NULL
+)
+RETURNS SETOF uuid
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.id FROM pgconductor.submit_batch(p_task_keys, p_payloads, p_queues, p_run_ats, p_priorities, p_dedupe_keys,
+                                              p_concurrency_keys, p_on_conflict, p_throttle, p_debounce, p_debounce_max,
+                                              p_start_bys) AS s
+$$;
+
+-- The fair-share pick of queue p_queue: up to p_limit claimable rows (_claimable with the
+-- other arguments), round-robin over its concurrency keys (rows without one form key ''),
+-- starting after key p_cursor and wrapping around; a key of weight w (key_weights) gives w
+-- rows a round. Reads the queue's fair index (set_fair_share): one probe per key served, so
+-- the cost follows the batch, not the backlog or the number of keys. Locks what it returns
+-- (SKIP LOCKED). Returns the ids in serving order and the last key served (the next cursor).
+CREATE FUNCTION pgconductor._pick_fair(p_queue text, p_task_keys text[], p_blocked text[], p_blocked_keys text[],
+                                       p_max_attempts jsonb, p_exclude uuid[], p_limit integer, p_now timestamptz,
+                                       p_cursor text,
+                                       OUT ids uuid[], OUT cursor text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_keys text[];
+    v_base integer;
+BEGIN
+    -- The next keys with pending rows after the cursor, then from the first key up to it: a
+    -- loose scan (each step one probe of the index for the next greater key; keys contain no
+    -- control characters, so in "C" order k || chr(1) is where the keys after k begin).
+    v_keys := ARRAY(
+        WITH RECURSIVE ks(k, n) AS (
+            SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                     WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                       AND coalesce(e.concurrency_key, '') COLLATE "C" >= coalesce(p_cursor || chr(1), '')
+                     ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), 1
+            UNION ALL
+            SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                     WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                       AND coalesce(e.concurrency_key, '') COLLATE "C" >= ks.k || chr(1)
+                     ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), ks.n + 1
+              FROM ks WHERE ks.k IS NOT NULL AND ks.n < p_limit
+        )
+        SELECT ks.k FROM ks WHERE ks.k IS NOT NULL);
+    IF cardinality(v_keys) < p_limit AND p_cursor IS NOT NULL THEN
+        v_keys := v_keys || ARRAY(
+            WITH RECURSIVE ks(k, n) AS (
+                SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                         WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                         ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), 1
+                UNION ALL
+                SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                         WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                           AND coalesce(e.concurrency_key, '') COLLATE "C" >= ks.k || chr(1)
+                         ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), ks.n + 1
+                  FROM ks WHERE ks.k IS NOT NULL AND ks.k < p_cursor AND ks.n < p_limit - cardinality(v_keys)
+            )
+            SELECT ks.k FROM ks WHERE ks.k IS NOT NULL AND ks.k <= p_cursor COLLATE "C");
+    END IF;
+    IF cardinality(v_keys) = 0 THEN
+        ids := '{}';
+        RETURN;
+    END IF;
+    -- Rows per weight unit: enough for the batch when every key has rows to give.
+    SELECT ceil(p_limit::numeric / sum(coalesce(w.weight, 1)))::integer INTO v_base
+      FROM unnest(v_keys) AS k(k)
+      LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k;
+    SELECT coalesce(array_agg(r.id ORDER BY r.round, r.ord, r.rn), '{}'),
+           (array_agg(r.k ORDER BY r.round DESC, r.ord DESC, r.rn DESC))[1]
+      INTO ids, cursor
+      FROM (SELECT x.id, k.k, k.ord, x.rn, ceil(x.rn::numeric / coalesce(w.weight, 1)) AS round,
+                   row_number() OVER (ORDER BY ceil(x.rn::numeric / coalesce(w.weight, 1)), k.ord, x.rn) AS pos
+              FROM unnest(v_keys) WITH ORDINALITY AS k(k, ord)
+              LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k
+             CROSS JOIN LATERAL (
+                SELECT c.id, row_number() OVER () AS rn
+                  FROM (SELECT c.id FROM pgconductor.executions AS c
+                         WHERE c.queue = p_queue AND coalesce(c.concurrency_key, '') COLLATE "C" = k.k
+                           AND pgconductor._claimable(c, p_now, p_task_keys, p_blocked, p_blocked_keys, p_max_attempts)
+                           AND NOT (c.id = ANY (p_exclude))
+                         ORDER BY coalesce(c.concurrency_key, '') COLLATE "C", c.priority, c.run_at, c.id
+                         LIMIT v_base * coalesce(w.weight, 1)
+                           FOR UPDATE SKIP LOCKED) AS c) AS x) AS r
+     WHERE r.pos <= p_limit;
+END
+$$;
+
+-- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
+-- NULL (the worker passes the tasks it has handlers for), for orchestrator p_orchestrator_id.
+-- Stages: validate; wake the parked ones whose time came; gate (_claim_gate: windows,
+-- pauses, limits); pick (_claimable rows in key order from the claim position, or
+-- round-robin over keys in a fair-share queue); trim to what the limits admit
+-- (_claim_trim); lease; remember the position; revive the orchestrator. When the trim
+-- dropped rows, the gate and pick run again for the rest of the batch (three rounds at
+-- most), so keys at their limit do not keep the others waiting. Row locks: the picked rows,
+-- the advisory locks of limited tasks, their rate buckets, then the orchestrator's row.
+-- Returns the claimed executions, with their stored steps. A paused queue returns nothing.
+CREATE OR REPLACE FUNCTION pgconductor.get_executions(
+    p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer, p_queue text DEFAULT 'default')
+RETURNS SETOF pgconductor.claimed_execution
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- Never a sequential scan of the queue: the cost model prefers one to probing the primary
+-- key for a few hundred picked ids, which is far slower in practice (a backlog is cached).
+-- The penalty that this puts on the tasks scans must not trigger JIT (70 ms a call).
+SET enable_seqscan = off
+SET jit = off
+SET DateStyle = 'ISO, YMD'
+AS $$
+DECLARE
+    v_now       timestamptz := pgconductor._now();
+    v_gated     boolean;
+    v_attempts  jsonb;
+    v_queue     record;
+    v_gate      record;
+    v_picked    uuid[];
+    v_ids       uuid[];
+    v_taken     uuid[] := '{}';
+    v_claimed   integer := 0;
+    v_want      integer := p_batch_size;
+    v_cont      uuid[] := '{}';
+    v_head      uuid[] := '{}';
+    v_fair      record;
+    v_setting   text := 'pgconductor.claim_position_' || replace(p_queue, '-', '$');
+    v_filter    text := md5(coalesce(p_task_keys::text, '*'));
+    v_position  text[];
+    v_head_at   timestamptz := v_now;
+    v_last      record;
+    v_stamp     text := '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}(:[0-9]{2}){0,2}$';
+BEGIN
+    IF p_orchestrator_id IS NULL THEN
+        RAISE EXCEPTION 'orchestrator id must not be NULL'
+            USING ERRCODE = '22023', HINT = 'Pass the uuid the worker process uses for heartbeat().';
+    END IF;
+    IF p_batch_size IS NULL OR p_batch_size < 0 OR p_batch_size > 10000 THEN
+        RAISE EXCEPTION 'batch size must be between 0 and 10000, got %', coalesce(p_batch_size::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Claim at most as many executions as the worker has free slots.';
+    END IF;
+    IF NOT pgconductor._valid_queue_name(p_queue) THEN
+        PERFORM pgconductor._assert_queue_name(p_queue);
+    END IF;
+    IF p_batch_size = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Parked executions whose time came (a sleep ended, a deadline passed) become claimable.
+    -- The probe reads the timers index of this queue; only a due one makes it write.
+    IF EXISTS (SELECT 1 FROM pgconductor.executions AS e
+                WHERE e.queue = p_queue AND e.waiting IS NOT NULL AND e.run_at <= v_now) THEN
+        PERFORM pgconductor._wake_due(p_queue, v_now);
+    END IF;
+
+    SELECT q.paused, q.fair_share INTO v_queue FROM pgconductor.queues AS q WHERE q.name = p_queue;
+    IF v_queue.paused THEN
+        RETURN;
+    END IF;
+    -- One read of the small tasks table: whether any wanted task has a rule of the gate, and
+    -- the attempts each may spend.
+    SELECT coalesce(bool_or(pgconductor._gated(t)), false), coalesce(jsonb_object_agg(t.key, t.max_attempts), '{}')
+      INTO v_gated, v_attempts
+      FROM pgconductor.tasks AS t WHERE p_task_keys IS NULL OR t.key = ANY (p_task_keys);
+    SELECT '{}'::text[] AS blocked, '{}'::text[] AS blocked_keys, NULL::jsonb AS limits INTO v_gate;
+
+    FOR v_round IN 1..3 LOOP
+        IF v_gated THEN
+            SELECT * INTO v_gate FROM pgconductor._claim_gate(p_task_keys, v_now);
+        END IF;
+
+        IF v_queue.fair_share THEN
+            -- The round-robin cursor lives in the session, like the claim position.
+            SELECT * INTO v_fair FROM pgconductor._pick_fair(
+                p_queue, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts, v_taken, v_want, v_now,
+                nullif(current_setting(v_setting || '$fair', true), ''));
+            v_picked := v_fair.ids;
+            PERFORM set_config(v_setting || '$fair', coalesce(v_fair.cursor, ''), false);
+        ELSE
+            -- The position is "priority|run_at|id|head pass at|filter". A continued claim that
+            -- comes up short runs the head pass too, so only claims that fill their batch skip
+            -- it (a drain). Later rounds start from the head, past what this claim locked.
+            v_cont := '{}';
+            v_head := '{}';
+            IF v_round = 1 THEN
+                v_position := string_to_array(nullif(current_setting(v_setting, true), ''), '|');
+                IF cardinality(v_position) <> 5 OR v_position[1] !~ '^-?[0-9]{1,10}$'
+                   OR v_position[2] !~ v_stamp OR v_position[4] !~ v_stamp
+                   OR v_position[3] !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+                    v_position := NULL;  -- not one this function wrote (or from an older release): start from the head
+                END IF;
+                IF v_position[5] = v_filter AND v_position[4]::timestamptz > v_now - interval '1 second' THEN
+                    v_head_at := v_position[4]::timestamptz;
+                    v_cont := ARRAY(
+                        SELECT c.id FROM pgconductor.executions AS c
+                         WHERE c.queue = p_queue AND c.priority < v_position[1]::integer
+                           AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                         ORDER BY c.priority, c.run_at, c.id
+                         LIMIT v_want
+                           FOR UPDATE SKIP LOCKED);
+                    IF cardinality(v_cont) < v_want THEN
+                        v_cont := v_cont || ARRAY(
+                            SELECT c.id FROM pgconductor.executions AS c
+                             WHERE c.queue = p_queue
+                               AND (c.priority, c.run_at, c.id) > (v_position[1]::integer, v_position[2]::timestamptz, v_position[3]::uuid)
+                               AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                             ORDER BY c.priority, c.run_at, c.id
+                             LIMIT v_want - cardinality(v_cont)
+                               FOR UPDATE SKIP LOCKED);
+                    END IF;
+                END IF;
+            END IF;
+            IF cardinality(v_cont) < v_want THEN
+                v_head_at := v_now;
+                v_head := ARRAY(
+                    SELECT c.id FROM pgconductor.executions AS c
+                     WHERE c.queue = p_queue
+                       AND NOT (c.id = ANY (v_cont || v_taken))  -- locked by this transaction already: SKIP LOCKED would not skip them
+                       AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                     ORDER BY c.priority, c.run_at, c.id
+                     LIMIT v_want - cardinality(v_cont)
+                       FOR UPDATE SKIP LOCKED);
+            END IF;
+            v_picked := v_cont || v_head;
+        END IF;
+        v_taken := v_taken || v_picked;
+        v_ids := CASE WHEN v_gate.limits IS NULL THEN v_picked
+                      ELSE pgconductor._claim_trim(p_queue, v_picked, v_gate.limits) END;
+
+        IF cardinality(v_ids) > 0 THEN
+            -- The UPDATE finds the picked rows by primary key in one partition: a join with the
+            -- picked rows instead let the planner hash-join a scan of the whole partition, which
+            -- made every claim cost O(backlog).
+            RETURN QUERY
+            WITH claimed AS (
+                UPDATE pgconductor.executions AS e
+                   SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1,
+                       lease = e.lease + 1, start_by = NULL
+                 WHERE e.queue = p_queue AND e.id = ANY (v_ids)
+                RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at, e.lease, e.has_steps
+            )
+            SELECT c.id, c.task_key, c.queue, c.payload, c.attempts,
+                   coalesce(t.max_attempts, 3), c.priority, c.run_at,
+                   (extract(epoch FROM t.timeout) * 1000)::bigint, c.lease,
+                   CASE WHEN c.has_steps THEN pgconductor._steps_by_key(c.id) END
+              FROM claimed AS c
+              LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
+             ORDER BY c.priority, c.run_at, c.id;
+            IF (v_gate.limits->>'rated')::boolean THEN
+                PERFORM pgconductor._spend_tokens(p_queue, v_ids, v_now);
+            END IF;
+            v_claimed := v_claimed + cardinality(v_ids);
+        END IF;
+
+        -- A claim that filled its batch (a backlog is draining) leaves the position where it
+        -- ended: the greater of the last rows of the two lists (each is in key order). One
+        -- that did not forgets it, so the next claim is one pass from the head.
+        IF v_round = 1 AND NOT v_queue.fair_share THEN
+            IF cardinality(v_picked) = p_batch_size THEN
+                SELECT e.priority, e.run_at, e.id INTO v_last
+                  FROM pgconductor.executions AS e
+                 WHERE e.queue = p_queue AND e.id IN (v_cont[cardinality(v_cont)], v_head[cardinality(v_head)])
+                 ORDER BY e.priority DESC, e.run_at DESC, e.id DESC
+                 LIMIT 1;
+                PERFORM set_config(v_setting, concat_ws('|', v_last.priority, v_last.run_at, v_last.id, v_head_at, v_filter), false);
+            ELSIF v_position IS NOT NULL THEN
+                PERFORM set_config(v_setting, '', false);
+            END IF;
+        END IF;
+
+        v_want := p_batch_size - v_claimed;
+        EXIT WHEN v_gate.limits IS NULL OR v_want = 0 OR cardinality(v_picked) = 0
+               OR cardinality(v_ids) = cardinality(v_picked);
+    END LOOP;
+    IF v_claimed = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Whoever holds executions must be an orchestrator recovery can see. A claim by one marked
+    -- expired or stopped proves it alive again: revive it, so that recovery watches its
+    -- heartbeat once more (written only in that case). This comes after the claim, and only
+    -- when it took something: recovery cannot see the rows claimed here before this commits,
+    -- and if it expired this orchestrator meanwhile, the row lock below waits for it and the
+    -- revival then applies.
+    INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at)
+    VALUES (p_orchestrator_id, v_now, v_now)
+    ON CONFLICT (id) DO UPDATE
+       SET last_heartbeat_at = v_now, expired_at = NULL, stopped_at = NULL, drained = false
+     WHERE o.expired_at IS NOT NULL OR o.stopped_at IS NOT NULL;
+END
+$$;
+
+-- Statement trigger on finished_executions: executions just ended (transition table
+-- "ended"). A child's end fills its parent's step (done with its result, failed or
+-- cancelled with its error) and wakes the parent once none of its children is awaited; a
+-- parent that failed or was cancelled takes its live children with it; a cancelled execution's
+-- event waits go. One NOTIFY pgconductor_finished per statement for conductor.wait().
+CREATE OR REPLACE FUNCTION pgconductor._on_finished()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_parents uuid[];
+    v_queues  text[];
+BEGIN
+    PERFORM pg_notify('pgconductor_finished', '');
+    IF NOT EXISTS (SELECT 1 FROM ended AS x WHERE x.parent_id IS NOT NULL OR x.state <> 'completed') THEN
+        RETURN NULL;  -- the common case: plain executions completed
+    END IF;
+
+    -- Parents first, locked in id order: two statements ending the last two children of one
+    -- parent would each see the other's step still waiting and neither would wake it. With
+    -- the lock the second waits for the first to commit; its next statements see that.
+    PERFORM 1 FROM pgconductor.executions AS p
+     WHERE p.id IN (SELECT x.parent_id FROM ended AS x WHERE x.parent_id IS NOT NULL)
+     ORDER BY p.id
+       FOR UPDATE;
+    WITH children AS (
+        SELECT x.id, x.state, x.result, x.last_error FROM ended AS x WHERE x.parent_id IS NOT NULL
+    ), filled AS (
+        UPDATE pgconductor.steps AS s
+           SET state = CASE c.state WHEN 'completed' THEN 'done' WHEN 'expired' THEN 'failed' ELSE c.state END,
+               result = c.result, error = CASE WHEN c.state <> 'completed' THEN c.last_error END,
+               done_at = pgconductor._now()
+          FROM children AS c
+         WHERE s.child_id = c.id AND s.kind = 'child' AND s.state = 'waiting'
+        RETURNING s.execution_id
+    )
+    SELECT array_agg(DISTINCT f.execution_id) INTO v_parents FROM filled AS f;
+    IF v_parents IS NOT NULL THEN
+        WITH woken AS (
+            UPDATE pgconductor.executions AS p SET waiting = NULL, run_at = pgconductor._now()
+             WHERE p.id = ANY (v_parents) AND p.waiting = 'children'
+               AND NOT EXISTS (SELECT 1 FROM pgconductor.steps AS s
+                                WHERE s.execution_id = p.id AND s.kind = 'child' AND s.state = 'waiting')
+            RETURNING p.queue
+        )
+        SELECT array_agg(DISTINCT w.queue) INTO v_queues FROM woken AS w;
+        PERFORM pg_notify('pgconductor_invoke', q) FROM unnest(v_queues) AS q;
+    END IF;
+
+    PERFORM pgconductor.cancel(c.id, format('its parent %s', x.state))
+       FROM ended AS x
+       JOIN pgconductor.executions AS c ON c.parent_id = x.id
+      WHERE x.state <> 'completed';
+    DELETE FROM pgconductor.event_waits AS w
+     WHERE w.execution_id IN (SELECT x.id FROM ended AS x WHERE x.state = 'cancelled');
+    RETURN NULL;
+END
+$$;
+
+-- Pauses (p_paused true) or resumes queue p_queue: claims of a paused queue return nothing;
+-- its running executions go on and invokes still enqueue. Row lock: the queue's row. Raises
+-- P0002 for an unknown queue. Returns true when this changed it.
+CREATE FUNCTION pgconductor._set_queue_paused(p_queue text, p_paused boolean)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_was boolean;
+BEGIN
+    PERFORM pgconductor._assert_queue_name(p_queue);
+    SELECT q.paused INTO v_was FROM pgconductor.queues AS q WHERE q.name = p_queue FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown queue %', pgconductor._show(p_queue)
+            USING ERRCODE = 'P0002', HINT = 'queue_stats() lists the queues; create_queue() makes one.';
+    END IF;
+    UPDATE pgconductor.queues AS q SET paused = p_paused WHERE q.name = p_queue AND q.paused <> p_paused;
+    RETURN v_was <> p_paused;
+END
+$$;
+
+-- Pauses queue p_queue (see _set_queue_paused). Returns true when it was running.
+CREATE FUNCTION pgconductor.pause_queue(p_queue text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgconductor._set_queue_paused(p_queue, true)
+$$;
+
+-- Resumes queue p_queue (see _set_queue_paused). Returns true when it was paused.
+CREATE FUNCTION pgconductor.resume_queue(p_queue text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgconductor._set_queue_paused(p_queue, false)
+$$;
+
+-- Pauses (p_paused true) or resumes task p_task_key in every queue: claims skip it, its
+-- running executions go on. A task without a row gets one with the defaults, so executions
+-- invoked before any worker declared it wait too. Row lock: the task's row. Returns true
+-- when this changed it.
+CREATE FUNCTION pgconductor._set_task_paused(p_task_key text, p_paused boolean)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_was boolean;
+BEGIN
+    PERFORM pgconductor._assert_task_key(p_task_key);
+    SELECT t.paused INTO v_was FROM pgconductor.tasks AS t WHERE t.key = p_task_key FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pgconductor.declare_task(p_task_key, '{}');
+        v_was := false;
+    END IF;
+    UPDATE pgconductor.tasks AS t SET paused = p_paused, updated_at = pgconductor._now()
+     WHERE t.key = p_task_key AND t.paused <> p_paused;
+    IF v_was AND NOT p_paused THEN
+        PERFORM pg_notify('pgconductor_invoke', t.queue) FROM pgconductor.tasks AS t WHERE t.key = p_task_key;
+    END IF;
+    RETURN v_was <> p_paused;
+END
+$$;
+
+-- Pauses task p_task_key (see _set_task_paused). Returns true when it was running.
+CREATE FUNCTION pgconductor.pause_task(p_task_key text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgconductor._set_task_paused(p_task_key, true)
+$$;
+
+-- Resumes task p_task_key (see _set_task_paused). Returns true when it was paused.
+CREATE FUNCTION pgconductor.resume_task(p_task_key text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgconductor._set_task_paused(p_task_key, false)
+$$;
+
+-- Turns fair share on or off for queue p_queue (created if missing): on, its concurrency
+-- keys share the claim round-robin, weighted by key_weights. Creates (or drops) the index
+-- the round-robin reads on the queue's partition, which locks the partition against writes
+-- while it is built. Returns nothing.
+CREATE FUNCTION pgconductor.set_fair_share(p_queue text, p_enabled boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_index text := 'executions_' || p_queue || '$f';
+BEGIN
+    IF p_enabled IS NULL THEN
+        RAISE EXCEPTION 'set_fair_share needs true or false'
+            USING ERRCODE = '22023', HINT = 'Pass true to share the queue among its concurrency keys, false to stop.';
+    END IF;
+    PERFORM pgconductor.create_queue(p_queue);
+    UPDATE pgconductor.queues AS q SET fair_share = p_enabled WHERE q.name = p_queue;
+    IF p_enabled THEN
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgconductor.%I ((coalesce(concurrency_key, %L) COLLATE "C"), priority, run_at, id) WHERE locked_by IS NULL AND waiting IS NULL',
+                       v_index, pgconductor._partition_name(p_queue), '');
+    ELSE
+        EXECUTE format('DROP INDEX IF EXISTS pgconductor.%I', v_index);
+    END IF;
+END
+$$;
+
+-- Sets the fair-share weight of concurrency key p_key in queue p_queue (1-100; NULL: back to
+-- 1): while keys wait, one of weight w is served w rows for each row of a key of weight 1.
+-- Raises 22023 for a bad weight, P0002 for an unknown queue. Returns nothing.
+CREATE FUNCTION pgconductor.set_key_weight(p_queue text, p_key text, p_weight integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgconductor._assert_concurrency_key(p_key);
+    IF p_key IS NULL THEN
+        RAISE EXCEPTION 'set_key_weight needs a concurrency key'
+            USING ERRCODE = '22023', HINT = 'Executions without a key share one key, which keeps weight 1.';
+    END IF;
+    IF p_weight NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'weight must be between 1 and 100, got %', p_weight
+            USING ERRCODE = '22023', HINT = 'A key of weight 3 gets three rows for each row of a key of weight 1; NULL resets it to 1.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgconductor.queues AS q WHERE q.name = p_queue) THEN
+        RAISE EXCEPTION 'unknown queue %', pgconductor._show(p_queue)
+            USING ERRCODE = 'P0002', HINT = 'Weights belong to a queue with fair share: set_fair_share(queue, true).';
+    END IF;
+    IF p_weight IS NULL OR p_weight = 1 THEN
+        DELETE FROM pgconductor.key_weights AS w WHERE w.queue = p_queue AND w.key = p_key;
+    ELSE
+        INSERT INTO pgconductor.key_weights AS w (queue, key, weight) VALUES (p_queue, p_key, p_weight)
+        ON CONFLICT (queue, key) DO UPDATE SET weight = excluded.weight;
+    END IF;
+END
+$$;
+
+-- Cancels the live executions of task p_task_key holding dedupe key p_dedupe_key, or with
+-- concurrency key p_concurrency_key (exactly one of the two), as cancel() does each: pending
+-- and parked ones end now, running ones are signalled. Row locks: those executions. Raises
+-- 22023 unless exactly one key is given. Returns how many it cancelled or signalled.
+CREATE FUNCTION pgconductor.cancel_by_key(p_task_key text, p_dedupe_key text DEFAULT NULL,
+                                          p_concurrency_key text DEFAULT NULL,
+                                          p_reason text DEFAULT 'cancelled by user')
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id    uuid;
+    v_count integer := 0;
+BEGIN
+    PERFORM pgconductor._assert_task_key(p_task_key);
+    IF (p_dedupe_key IS NULL) = (p_concurrency_key IS NULL) THEN
+        RAISE EXCEPTION 'cancel_by_key needs exactly one of dedupe key and concurrency key'
+            USING ERRCODE = '22023', HINT = 'For example cancel_by_key(''report'', p_concurrency_key => ''tenant-7'').';
+    END IF;
+    FOR v_id IN
+        SELECT e.id FROM pgconductor.executions AS e
+         WHERE e.task_key = p_task_key
+           AND (e.dedupe_key = p_dedupe_key OR e.concurrency_key = p_concurrency_key)
+         ORDER BY e.id
+    LOOP
+        IF pgconductor.cancel(v_id, coalesce(p_reason, 'cancelled by user')) IN ('cancelled', 'cancelling') THEN
+            v_count := v_count + 1;
+        END IF;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
+-- What flow control sees now, per task and concurrency key of the live executions (of queue
+-- p_queue, or all): running, pending (claimable when due), parked, the task's limits and
+-- whether the task or its queue is paused. Locks nothing; reads every live row (an
+-- operator's query).
+CREATE FUNCTION pgconductor.flow_status(p_queue text DEFAULT NULL)
+RETURNS TABLE (queue text, task_key text, concurrency_key text, running bigint, pending bigint, parked bigint,
+               max_running integer, max_running_per_key integer, paused boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.queue, e.task_key, e.concurrency_key,
+           count(*) FILTER (WHERE e.locked_by IS NOT NULL),
+           count(*) FILTER (WHERE e.locked_by IS NULL AND e.waiting IS NULL),
+           count(*) FILTER (WHERE e.waiting IS NOT NULL),
+           t.max_running, t.max_running_per_key, coalesce(t.paused, false) OR coalesce(q.paused, false)
+      FROM pgconductor.executions AS e
+      LEFT JOIN pgconductor.tasks AS t ON t.key = e.task_key
+      LEFT JOIN pgconductor.queues AS q ON q.name = e.queue
+     WHERE p_queue IS NULL OR e.queue = p_queue
+     GROUP BY e.queue, e.task_key, e.concurrency_key, t.max_running, t.max_running_per_key, t.paused, q.paused
+     ORDER BY e.queue, e.task_key, e.concurrency_key
+$$;
+
+-- How long emitted events are kept for waits registered after the emit. Inlined.
+CREATE FUNCTION pgconductor._keep_events()
+RETURNS interval
+LANGUAGE sql IMMUTABLE
+RETURN interval '7 days';
+
+
+-- How long an orchestrator that stopped or expired, and holds nothing, stays listed. Inlined.
+CREATE FUNCTION pgconductor._keep_orchestrators()
+RETURNS interval
+LANGUAGE sql IMMUTABLE
+RETURN interval '1 day';
+
+
+-- One maintenance pass, each chore bounded by p_limit rows: ends 'expired' the pending
+-- executions whose start-by deadline passed (a parent waiting for one hears it failed);
+-- deletes finished executions (with their steps) older than their task's keep_completed or
+-- keep_failed (failed, cancelled, expired); events older than _keep_events(); ended throttle
+-- periods; full rate buckets; orchestrators gone for _keep_orchestrators(). One pass at a time
+-- per database: a call while another runs returns {"skipped": true} at once (transaction
+-- advisory lock). Row locks: what it changes (SKIP LOCKED for live executions). Returns the
+-- counts as jsonb. Raises 22023 for a limit outside 1..100000.
+CREATE FUNCTION pgconductor.maintain(p_limit integer DEFAULT 10000)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now     timestamptz := pgconductor._now();
+    v_def     pgconductor.tasks;
+    v_row     record;
+    v_expired integer := 0;
+    v_pruned  integer;
+    v_events  integer;
+    v_slots   integer;
+    v_buckets integer;
+    v_orchs   integer;
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'maintain needs a limit between 1 and 100000, got %', coalesce(p_limit::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'The limit bounds each chore of one pass; run passes until they report 0.';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('pgconductor.maintain', 0)) THEN
+        RETURN jsonb_build_object('skipped', true);
+    END IF;
+    v_def := pgconductor._task_defaults();
+
+    FOR v_row IN
+        SELECT e.id, e.queue, e.start_by FROM pgconductor.executions AS e
+         WHERE e.start_by <= v_now AND e.locked_by IS NULL
+         ORDER BY e.start_by
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        IF pgconductor._finish(v_row.id, v_row.queue, 'expired',
+                               format('expired: not started by its start-by deadline %s', v_row.start_by)) THEN
+            v_expired := v_expired + 1;
+        END IF;
+    END LOOP;
+
+    WITH doomed AS (
+        SELECT f.id FROM pgconductor.finished_executions AS f
+          LEFT JOIN pgconductor.tasks AS t ON t.key = f.task_key
+         WHERE f.finished_at < v_now - CASE WHEN f.state = 'completed' THEN coalesce(t.keep_completed, v_def.keep_completed)
+                                            ELSE coalesce(t.keep_failed, v_def.keep_failed) END
+         ORDER BY f.finished_at
+         LIMIT p_limit
+    ), pruned AS (
+        DELETE FROM pgconductor.finished_executions AS f USING doomed AS d WHERE f.id = d.id RETURNING f.id
+    ), steps_gone AS (
+        DELETE FROM pgconductor.steps AS s USING pruned AS p WHERE s.execution_id = p.id
+    )
+    SELECT count(*) INTO v_pruned FROM pruned;
+
+    DELETE FROM pgconductor.events AS ev
+     WHERE ev.id IN (SELECT x.id FROM pgconductor.events AS x WHERE x.created_at < v_now - pgconductor._keep_events()
+                      ORDER BY x.created_at LIMIT p_limit);
+    GET DIAGNOSTICS v_events = ROW_COUNT;
+    DELETE FROM pgconductor.throttle_slots AS s
+     WHERE (s.task_key, s.key) IN (SELECT x.task_key, x.key FROM pgconductor.throttle_slots AS x
+                                    WHERE x.until <= v_now LIMIT p_limit);
+    GET DIAGNOSTICS v_slots = ROW_COUNT;
+    -- A full bucket is the same as none; so is one of a task that no longer has the limit.
+    DELETE FROM pgconductor.rate_buckets AS b
+     WHERE (b.task_key, b.per_key, b.key) IN (
+        SELECT x.task_key, x.per_key, x.key FROM pgconductor.rate_buckets AS x
+          LEFT JOIN pgconductor.tasks AS t ON t.key = x.task_key
+         WHERE CASE WHEN x.per_key THEN t.rate_limit_per_key ELSE t.rate_limit END IS NULL
+            OR pgconductor._refilled(x.tokens, x.at, CASE WHEN x.per_key THEN t.rate_limit_per_key ELSE t.rate_limit END,
+                                     t.rate_period, v_now)
+               >= CASE WHEN x.per_key THEN t.rate_limit_per_key ELSE t.rate_limit END
+         LIMIT p_limit);
+    GET DIAGNOSTICS v_buckets = ROW_COUNT;
+    DELETE FROM pgconductor.orchestrators AS o
+     WHERE o.drained AND coalesce(o.stopped_at, o.expired_at) < v_now - pgconductor._keep_orchestrators()
+       AND NOT EXISTS (SELECT 1 FROM pgconductor.executions AS e WHERE e.locked_by = o.id);
+    GET DIAGNOSTICS v_orchs = ROW_COUNT;
+
+    RETURN jsonb_build_object('expired', v_expired, 'pruned', v_pruned, 'events', v_events,
+                              'throttle_slots', v_slots, 'rate_buckets', v_buckets, 'orchestrators', v_orchs);
+END
+$$;
+
+-- The role each public function is granted to, one row per function name (every overload).
+-- _apply_privileges() refuses a public function missing here, so none is forgotten.
+CREATE OR REPLACE FUNCTION pgconductor._api_roles()
+RETURNS TABLE (fn text, role text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('invoke', 'pgconductor_client'), ('invoke_batch', 'pgconductor_client'),
+           ('cancel', 'pgconductor_client'), ('get_execution', 'pgconductor_client'),
+           ('list_executions', 'pgconductor_client'), ('task_overview', 'pgconductor_client'),
+           ('queue_stats', 'pgconductor_client'), ('orchestrator_stats', 'pgconductor_client'),
+           ('version', 'pgconductor_client'), ('emit_event', 'pgconductor_client'),
+           ('submit', 'pgconductor_client'), ('submit_batch', 'pgconductor_client'),
+           ('cancel_by_key', 'pgconductor_client'), ('flow_status', 'pgconductor_client'),
+           ('get_executions', 'pgconductor_worker'), ('return_executions', 'pgconductor_worker'),
+           ('heartbeat', 'pgconductor_worker'), ('recover_stale', 'pgconductor_worker'),
+           ('release_orchestrator', 'pgconductor_worker'), ('declare_task', 'pgconductor_worker'),
+           ('save_steps', 'pgconductor_worker'), ('maintain', 'pgconductor_worker'),
+           ('register_task', 'pgconductor_admin'), ('create_queue', 'pgconductor_admin'),
+           ('drop_queue', 'pgconductor_admin'), ('retry', 'pgconductor_admin'),
+           ('retry_executions', 'pgconductor_admin'), ('prune_finished', 'pgconductor_admin'),
+           ('request_shutdown', 'pgconductor_admin'), ('pause_queue', 'pgconductor_admin'),
+           ('resume_queue', 'pgconductor_admin'), ('pause_task', 'pgconductor_admin'),
+           ('resume_task', 'pgconductor_admin'), ('set_fair_share', 'pgconductor_admin'),
+           ('set_key_weight', 'pgconductor_admin')
+$$;
+
+SELECT pgconductor._apply_privileges();
