@@ -161,13 +161,16 @@ def _limit(value: int | None) -> str:
 
 
 def flow_lines(rows: list[FlowStatus]) -> list[tuple[str, ...]]:
-    """The cells of `flow`'s table: task, key, running, pending, the limits, paused."""
+    """The cells of `flow`'s table: queue, task, key, running, pending, parked, the limits,
+    paused."""
     return [
         (
+            r.queue,
             r.task_key,
             "(none)" if r.concurrency_key in (None, "") else str(r.concurrency_key),
             str(r.running),
             str(r.pending),
+            str(r.parked),
             _limit(r.max_running),
             _limit(r.max_running_per_key),
             "paused" if r.paused else "",
@@ -185,7 +188,7 @@ def flow(
     app: AppOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Show running and pending per task and concurrency key, with the limits."""
+    """Show running, pending and parked per task and concurrency key, with the limits."""
     rows = run_command(app, database_url, lambda c: _flow(c).flow_status(queue))
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
@@ -193,14 +196,15 @@ def flow(
     from rich.console import Console
     from rich.table import Table
 
-    names = ("task", "key", "running", "pending", "max running", "per key", "paused")
+    names = ("queue", "task", "key", "running", "pending", "parked", "max", "max/key", "")
     table = Table(title="flow control" + ("" if queue is None else f" in queue {queue!r}"))
+    table.caption = "max: running at most for the task; max/key: per concurrency key"
     for name in names:
-        table.add_column(name, justify="right" if name in names[2:6] else "left")
+        table.add_column(name, justify="right" if name in names[3:8] else "left")
     for cells in flow_lines(rows):
         table.add_row(*cells)
     if not rows:
-        table.caption = "nothing running or pending"
+        table.caption = "nothing running, pending or parked"
     Console(highlight=False, soft_wrap=True).print(table)
 
 

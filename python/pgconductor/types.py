@@ -228,11 +228,14 @@ class Submitted:
 class FlowStatus:
     """One row of `pgconductor.flow_status`: what a task's limits hold now, per key."""
 
+    queue: str
     task_key: str
     #: None for the task's executions without a concurrency key.
     concurrency_key: str | None
     running: int
     pending: int
+    #: Parked workflows (sleeping, waiting for children or an event): they hold no slot.
+    parked: int
     max_running: int | None
     max_running_per_key: int | None
     paused: bool

@@ -352,7 +352,9 @@ def submitted(rows: RowList) -> list[Submitted]:
 def flow_statuses(rows: RowList) -> list[FlowStatus]:
     """`flow_status` rows, counts as ints."""
     return [
-        FlowStatus(row[0], row[1], int(row[2]), int(row[3]), row[4], row[5], bool(row[6]))
+        FlowStatus(
+            row[0], row[1], row[2], int(row[3]), int(row[4]), int(row[5]), row[6], row[7], row[8]
+        )
         for row in rows
     ]
 

@@ -218,8 +218,9 @@ CALLS: dict[str, Call] = {
         _call(
             "flow_status",
             "queue text",
-            "task_key, concurrency_key, running, pending, max_running, max_running_per_key, paused",
-            "ORDER BY task_key, concurrency_key NULLS FIRST",
+            "queue, task_key, concurrency_key, running, pending, parked, max_running,"
+            " max_running_per_key, paused",
+            "ORDER BY queue, task_key, concurrency_key NULLS FIRST",
         ),
         _call("version"),
         _plain(

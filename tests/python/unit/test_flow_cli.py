@@ -30,7 +30,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeDatabaseClient:
 
 
 def run(*args: str) -> Any:
-    return CliRunner().invoke(cli.app, list(args))
+    return CliRunner().invoke(cli.app, list(args), env={"COLUMNS": "160"})
 
 
 def one_line_error(result: Any, code: int, text: str) -> None:
@@ -162,17 +162,17 @@ def test_cancel_by_id_is_unchanged(fake: FakeDatabaseClient) -> None:
 # -- flow and maintain ------------------------------------------------------------------
 
 ROWS = [
-    FlowStatus("fetch", None, 1, 40, 10, 2, False),
-    FlowStatus("fetch", "tenant-1", 2, 7, 10, 2, False),
-    FlowStatus("mail", "", 0, 3, None, None, True),
+    FlowStatus("default", "fetch", None, 1, 40, 0, 10, 2, False),
+    FlowStatus("default", "fetch", "tenant-1", 2, 7, 1, 10, 2, False),
+    FlowStatus("mail", "mail", "", 0, 3, 0, None, None, True),
 ]
 
 
 def test_flow_lines() -> None:
     assert flow_lines(ROWS) == [
-        ("fetch", "(none)", "1", "40", "10", "2", ""),
-        ("fetch", "tenant-1", "2", "7", "10", "2", ""),
-        ("mail", "(none)", "0", "3", "-", "-", "paused"),
+        ("default", "fetch", "(none)", "1", "40", "0", "10", "2", ""),
+        ("default", "fetch", "tenant-1", "2", "7", "1", "10", "2", ""),
+        ("mail", "mail", "(none)", "0", "3", "0", "-", "-", "paused"),
     ]
 
 
@@ -188,10 +188,12 @@ def test_flow_table_and_json(fake: FakeDatabaseClient) -> None:
     assert as_json.exit_code == 0, as_json.output
     document = json.loads(as_json.stdout)
     assert document[1] == {
+        "queue": "default",
         "task_key": "fetch",
         "concurrency_key": "tenant-1",
         "running": 2,
         "pending": 7,
+        "parked": 1,
         "max_running": 10,
         "max_running_per_key": 2,
         "paused": False,
@@ -202,7 +204,7 @@ def test_flow_table_and_json(fake: FakeDatabaseClient) -> None:
 def test_flow_with_nothing_says_so(fake: FakeDatabaseClient) -> None:
     result = run("flow")
     assert result.exit_code == 0, result.output
-    assert "nothing running or pending" in result.stdout
+    assert "nothing running, pending or parked" in result.stdout
 
 
 def test_maintain_prints_the_counts(fake: FakeDatabaseClient) -> None:

@@ -331,7 +331,7 @@ async def test_cancel_by_key_needs_exactly_one_key(
 async def test_fair_share_status_and_maintenance(
     conductor: Conductor, fake: FakeDatabaseClient
 ) -> None:
-    row = FlowStatus("t", "k", 1, 2, 3, 1, False)
+    row = FlowStatus("q", "t", "k", 1, 2, 0, 3, 1, False)
     fake.responses["flow_status"] = [row]
     fake.responses["maintain"] = {"expired": 1}
     await conductor.set_fair_share("q")

@@ -197,12 +197,15 @@ async def test_operations_send_their_binds_and_read_their_answer(
 
 async def test_flow_status_rows() -> None:
     client, engine = client_with(
-        [("send", None, 2, 5, 10, None, False), ("send", "t1", 1, 0, 10, 2, True)]
+        [
+            ("mail", "send", None, 2, 5, 0, 10, None, False),
+            ("mail", "send", "t1", 1, 0, 3, 10, 2, True),
+        ]
     )
     found = await client.flow_status("mail")
     assert found == [
-        FlowStatus("send", None, 2, 5, 10, None, False),
-        FlowStatus("send", "t1", 1, 0, 10, 2, True),
+        FlowStatus("mail", "send", None, 2, 5, 0, 10, None, False),
+        FlowStatus("mail", "send", "t1", 1, 0, 3, 10, 2, True),
     ]
     ((sql, params),) = engine.executed
     assert "FROM pgconductor.flow_status(" in sql
