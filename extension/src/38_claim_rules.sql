@@ -137,21 +137,26 @@ $$;
 
 -- The trim: of the rows p_ids picked in queue p_queue (in pick order), those the limits
 -- p_limits (from _claim_gate) admit: per task and per key, the first ones up to what is
--- left. Locks nothing more. Returns them in pick order.
+-- left. Locks nothing more. Returns them in pick order. PL/pgSQL, not SQL: a SQL function
+-- called in a PL/pgSQL expression keeps its plans for the whole transaction, and so missed
+-- the partition of a queue created meanwhile (its claim found nothing).
 CREATE FUNCTION pgconductor._claim_trim(p_queue text, p_ids uuid[], p_limits jsonb)
 RETURNS uuid[]
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}')
-      FROM (SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
-                   row_number() OVER (PARTITION BY e.task_key ORDER BY p.ord) AS rn_task,
-                   row_number() OVER (PARTITION BY e.task_key, coalesce(e.concurrency_key, '') ORDER BY p.ord) AS rn_key
-              FROM unnest(p_ids) WITH ORDINALITY AS p(id, ord)
-              JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id) AS x
-     WHERE x.rn_task <= coalesce((p_limits->'task'->>x.task_key)::integer, 2147483647)
-       AND x.rn_key <= coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
-                                (p_limits->'key_default'->>x.task_key)::integer, 2147483647)
+BEGIN
+    RETURN (
+        SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}')
+          FROM (SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
+                       row_number() OVER (PARTITION BY e.task_key ORDER BY p.ord) AS rn_task,
+                       row_number() OVER (PARTITION BY e.task_key, coalesce(e.concurrency_key, '') ORDER BY p.ord) AS rn_key
+                  FROM unnest(p_ids) WITH ORDINALITY AS p(id, ord)
+                  JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id) AS x
+         WHERE x.rn_task <= coalesce((p_limits->'task'->>x.task_key)::integer, 2147483647)
+           AND x.rn_key <= coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
+                                    (p_limits->'key_default'->>x.task_key)::integer, 2147483647));
+END
 $$;
 
 -- Charges the rate limits of the executions p_ids of queue p_queue just claimed: one token

@@ -32,6 +32,7 @@ DECLARE
     v_def     pgconductor.tasks;
     v_row     record;
     v_expired integer := 0;
+    v_done    boolean;
     v_pruned  integer;
     v_events  integer;
     v_slots   integer;
@@ -54,10 +55,11 @@ BEGIN
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED
     LOOP
-        IF pgconductor._finish(v_row.id, v_row.queue, 'expired',
-                               format('expired: not started by its start-by deadline %s', v_row.start_by)) THEN
-            v_expired := v_expired + 1;
-        END IF;
+        -- A query, not an expression: a SQL function in a PL/pgSQL expression keeps its plans
+        -- for the transaction and would miss a partition created meanwhile.
+        SELECT pgconductor._finish(v_row.id, v_row.queue, 'expired',
+                                   format('expired: not started by its start-by deadline %s', v_row.start_by)) INTO v_done;
+        v_expired := v_expired + v_done::integer;
     END LOOP;
 
     WITH doomed AS (
