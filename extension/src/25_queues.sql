@@ -10,7 +10,8 @@ RETURNS text
 LANGUAGE sql IMMUTABLE
 RETURN 'executions_' || p_queue || '$';
 
--- Trigger on queues: INSERT creates the partition, DELETE drops it, UPDATE is refused.
+-- Trigger on queues: INSERT creates the partition, DELETE drops it, a rename is refused
+-- (the other columns are settings: pause_queue, set_fair_share).
 -- Takes the locks CREATE/DROP TABLE take on pgconductor.executions.
 CREATE FUNCTION pgconductor._queues_partition_trigger()
 RETURNS trigger
@@ -25,6 +26,8 @@ BEGIN
     ELSIF TG_OP = 'DELETE' THEN
         EXECUTE format('DROP TABLE IF EXISTS pgconductor.%I', pgconductor._partition_name(OLD.name));
         RETURN OLD;
+    ELSIF NEW.name = OLD.name THEN
+        RETURN NEW;
     END IF;
     RAISE EXCEPTION 'queues cannot be renamed'
         USING ERRCODE = '55000', HINT = 'Create a new queue with create_queue() and drop the old one with drop_queue().';

@@ -99,8 +99,8 @@ $$;
 -- pauses, limits); pick (_claimable rows in key order from the claim position, or
 -- round-robin over keys in a fair-share queue); trim to what the limits admit
 -- (_claim_trim); lease; remember the position; revive the orchestrator. When the trim
--- dropped rows, the gate and pick run again for the rest of the batch (three rounds at
--- most), so keys at their limit do not keep the others waiting. Row locks: the picked rows,
+-- dropped rows or a fair pick came up short, the gate and pick run again for the rest of
+-- the batch (three rounds at most), so keys at their limit do not keep the others waiting. Row locks: the picked rows,
 -- the advisory locks of limited tasks, their rate buckets, then the orchestrator's row.
 -- Returns the claimed executions, with their stored steps. A paused queue returns nothing.
 CREATE FUNCTION pgconductor.get_executions(
@@ -273,9 +273,11 @@ BEGIN
             END IF;
         END IF;
 
+        -- Another round when the limits trimmed rows, or when a fair pick came up short
+        -- (a key had fewer rows than its share).
         v_want := p_batch_size - v_claimed;
-        EXIT WHEN v_gate.limits IS NULL OR v_want = 0 OR cardinality(v_picked) = 0
-               OR cardinality(v_ids) = cardinality(v_picked);
+        EXIT WHEN v_want = 0 OR cardinality(v_picked) = 0
+               OR (NOT v_queue.fair_share AND (v_gate.limits IS NULL OR cardinality(v_ids) = cardinality(v_picked)));
     END LOOP;
     IF v_claimed = 0 THEN
         RETURN;
