@@ -11,8 +11,9 @@ schema). Each round runs every variant once, in an order rotated and reversed fr
 round, so none always runs first: the bench's tuned drain of N no-op jobs, timed as
 `bench.py` times it (t0 = GO, t1 = the monitor's first "nothing left"), every job verified.
 Prints each run with the workers' CPU per job and the load average, then the medians and
-the ratios to the first variant. `--profile`: one drain per variant with py-spy on worker
-0, self and inclusive shares printed.
+the ratios to the first variant. `LABEL=pgqueuer` puts the peer's tuned drain in the same
+rotation, so the ratio against it is paired as well. `--profile`: one drain per variant
+with py-spy on worker 0, self and inclusive shares printed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ from typing import Any
 
 import psycopg
 import systems
-from bench import PGC_TUNED, _PySpy, fold_profile, go, prepare_table, start_workers, stop_workers
+from bench import (
+    PGC_TUNED,
+    _PySpy,
+    drain_once,
+    fold_profile,
+    go,
+    prepare_table,
+    start_workers,
+    stop_workers,
+)
 from common import RESULTS_DIR, machine_ticks, process_cpu, url
 
 
@@ -79,7 +89,7 @@ def drain(
     spy = None
     try:
         if profile is not None:
-            spy = _PySpy(procs[0].pid, profile)
+            spy = PySpy(procs[0].pid, profile)
         mon = psycopg.connect(url(system.db), autocommit=True)
         busy0, total0 = machine_ticks()
         cpu0 = sum(process_cpu(p.pid) for p in procs)
@@ -114,6 +124,37 @@ def drain(
     }
 
 
+class PySpy(_PySpy):
+    """bench.py's py-spy recorder at 1000 samples/s (a drain lasts a few seconds)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        exe = str(Path(sys.executable).parent / "py-spy")
+        argv = [exe, "record", "--pid", str(pid), "--rate", "1000", "--format", "raw"]
+        argv += ["--output", str(out), "--nonblocking"]
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(0.8)
+
+
+#: pgqueuer as bench.py's drain plan runs it tuned (1 QueueManager a process, batch 200).
+PGQ_TUNED: dict[str, Any] = {"qms": 1, "batch": 200}
+
+
+def peer_drain(n: int, procs_n: int, tag: str) -> dict:
+    """One pgqueuer drain in the same sequence, so its ratio is paired too."""
+    r = drain_once("pgqueuer", n, procs_n, PGQ_TUNED, tag)
+    if not r["verified"]:
+        raise RuntimeError(f"{tag}: not verified: {r['verify']}")
+    return {
+        "jobs_per_s": r["jobs_per_s"],
+        "busy_cores": r["busy_cores"],
+        "load": os.getloadavg()[0],
+        "worker_us_per_job": r["worker_cores"] / r["jobs_per_s"] * 1e6,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -121,7 +162,8 @@ def main() -> None:
         nargs="+",
         metavar="LABEL=DIR[@VERSION]",
         help="a directory holding a pgconductor package, on extension VERSION (default"
-        " --version); ratios are against the first",
+        " --version), or LABEL=pgqueuer (its tuned drain, as bench.py runs it, in database"
+        " bench_pgqueuer made by a bench run); ratios are against the first",
     )
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=3)
@@ -133,10 +175,15 @@ def main() -> None:
     )
     args = ap.parse_args()
     variants: dict[str, str] = {}
+    peers: set[str] = set()
     systems_of: dict[str, AbSystem] = {}
     by_version: dict[str, AbSystem] = {}
     for v in args.variants:
         label, _, spec = v.partition("=")
+        if spec == "pgqueuer":
+            peers.add(label)
+            print(f"{label}: pgqueuer tuned ({PGQ_TUNED}), bench.py's drain_once", flush=True)
+            continue
         path, _, version = spec.partition("@")
         variants[label] = str(Path(path).resolve())
         version = version or args.version
@@ -151,6 +198,9 @@ def main() -> None:
         for k, path in variants.items():
             out = RESULTS_DIR / f"ab-pyspy-{k}.txt"
             res = drain(systems_of[k], path, args.n, args.procs, cfg, f"ab-prof-{k}", profile=out)
+            # a frame name may hold newlines (py-spy prints some docstrings): keep whole lines
+            text = out.read_text().splitlines()
+            out.write_text("".join(x + "\n" for x in text if re.search(r" \d+$", x)))
             prof = fold_profile(out, top=25)
             print(f"== {k} {res['jobs_per_s']:.0f} jobs/s, {prof['samples']} samples ({out})")
             for what in ("self", "inclusive"):
@@ -158,7 +208,7 @@ def main() -> None:
                 for f, share in prof[what]:
                     print(f"  {share:5.1f}  {f}")
         return
-    labels = list(variants)
+    labels = [v.partition("=")[0] for v in args.variants]
     got: dict[str, list[float]] = {k: [] for k in labels}
     cpu: dict[str, list[float]] = {k: [] for k in labels}
     for r in range(args.rounds):
@@ -168,7 +218,10 @@ def main() -> None:
         if r % 2:
             order.reverse()
         for k in order:
-            res = drain(systems_of[k], variants[k], args.n, args.procs, cfg, f"ab-{k}-{r}")
+            if k in peers:
+                res = peer_drain(args.n, args.procs, f"ab-{k}-{r}")
+            else:
+                res = drain(systems_of[k], variants[k], args.n, args.procs, cfg, f"ab-{k}-{r}")
             got[k].append(res["jobs_per_s"])
             cpu[k].append(res["worker_us_per_job"])
             print(
