@@ -186,6 +186,7 @@ class Orchestrator(Service):
         self._start_abandoned = False
         self._retry_after = True
         self._workflows = True
+        self._flow = True
         self._installed: str | None = None  # the extension version at start
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -203,6 +204,7 @@ class Orchestrator(Service):
             self._installed = installed
             self._retry_after = _release(installed) >= RETRY_AFTER_SINCE
             self._workflows = _release(installed) >= WORKFLOWS_SINCE
+            self._flow = _release(installed) >= FLOW_SINCE
             check_task_limits(self.conductor.tasks.values(), _release(installed))
             await self._declare_tasks()
             self.workers = [self._make_worker(client, c) for c in self.configs]
@@ -244,7 +246,7 @@ class Orchestrator(Service):
 
     async def _start_maintenance(self, client: DatabaseClient, installed: str) -> None:
         """Run `maintain()` passes unless disabled or the extension predates 0.7.0."""
-        if self.maintenance_interval is None or _release(installed) < FLOW_SINCE:
+        if self.maintenance_interval is None or not self._flow:
             return
         if not isinstance(client, FlowClient):
             self.log.warning("orchestrator %s: the client cannot run maintain()", self.id)
@@ -434,7 +436,7 @@ class Orchestrator(Service):
             await wait_event(self._beat_now, jittered(self.heartbeat_interval, 0.1), self.clock)
             self._beat_now.clear()
             await self._beat()
-            if not (self._retry_after and self._workflows):
+            if not (self._retry_after and self._workflows and self._flow):
                 await self._note_upgrade()
 
     async def _note_upgrade(self) -> None:
@@ -453,6 +455,7 @@ class Orchestrator(Service):
             for name, since, had in (
                 ("retry_after", RETRY_AFTER_SINCE, self._retry_after),
                 ("durable workflows", WORKFLOWS_SINCE, self._workflows),
+                ("maintenance and flow-control limits", FLOW_SINCE, self._flow),
             )
             if not had and _release(found) >= since
         ]

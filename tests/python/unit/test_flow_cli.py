@@ -233,3 +233,14 @@ def test_maintain_skipped_or_idle(
 
 def test_maintain_limit_must_be_positive(fake: FakeDatabaseClient) -> None:
     one_line_error(run("maintain", "--limit", "0"), 2, "--limit")
+
+
+def test_a_client_without_flow_calls_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Bare(FakeDatabaseClient):
+        """A client that is no FlowClient."""
+
+        maintain = None  # type: ignore[assignment]
+
+    monkeypatch.setattr(cli_common, "make_client", lambda url: Bare())
+    monkeypatch.setenv("DATABASE_URL", URL)
+    one_line_error(run("maintain"), 1, "Bare has no flow-control calls")

@@ -309,3 +309,14 @@ def test_flow_settings_read_back_from_sql() -> None:
         dt.timedelta(0),
         dt.timedelta(days=1),
     )
+
+
+def test_a_blocking_flow_call_on_an_older_extension_names_the_version() -> None:
+    from pgconductor.db import SqlDatabaseClient
+
+    from .db_stubs import FAST
+
+    client = SqlDatabaseClient("postgresql://u@localhost/db", retry=FAST)
+    client._sync_engine = SyncStubEngine(undefined("invoke_batch"))  # type: ignore[assignment]
+    with pytest.raises(PgConductorError, match=r"invoke_batch with flow control needs extension"):
+        client.invoke_batch_sync(["t"], [{}], concurrency_keys=["k"])

@@ -226,3 +226,27 @@ async def test_task_limits_on_an_older_extension_refuse_the_start(
     with pytest.raises(InvalidState, match=r"needs pgconductor extension 0\.7\.0"):
         await orchestrator.start()
     assert fake.call_count("declare_task") == 0
+
+
+async def test_a_live_upgrade_to_0_7_0_says_a_restart_brings_maintenance(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeDatabaseClient("0.6.1")
+    orchestrator = Orchestrator(
+        conductor_on(fake), heartbeat_interval=0.01, poll_interval=60.0, stale_after=60.0
+    )
+    await orchestrator.start()
+    try:
+        await fake.wait_for_call("extension_version", 3)  # 0.6.1 lacks flow control: it looks
+        with caplog.at_level(logging.WARNING, logger="pgconductor.orchestrator"):
+            fake.installed_version = "0.7.0"
+            seen = fake.call_count("extension_version")
+            await fake.wait_for_call("extension_version", seen + 3)
+        assert orchestrator.maintenance is None  # a restart starts it
+    finally:
+        await orchestrator.stop()
+    told = [r.getMessage() for r in caplog.records if "was upgraded" in r.getMessage()]
+    assert told == [
+        f"orchestrator {orchestrator.id}: the extension was upgraded from 0.6.1 to 0.7.0 while it"
+        " ran; restart it to use maintenance and flow-control limits"
+    ]

@@ -70,7 +70,7 @@ async def test_an_upgrade_that_brings_nothing_it_lacks_is_told_too(
 
 
 async def test_an_orchestrator_on_the_newest_features_does_not_look() -> None:
-    fake = FakeDatabaseClient("0.6.0")
+    fake = FakeDatabaseClient("0.7.0")
     orch = orchestrator_on(fake)
     await orch.start()
     try:
