@@ -24,6 +24,7 @@ from pgconductor.types import TaskSpec
 
 if TYPE_CHECKING:
     from pgconductor.conductor import Conductor
+    from pgconductor.types import Submitted
 
 __all__ = ["Backoff", "ExecutionLogger", "Task", "TaskContext", "settings_made_in_sql"]
 
@@ -270,3 +271,7 @@ class Task(Generic[R]):
     def invoke_sync(self, payload: Any = None, **options: Any) -> UUID:
         """Blocking `invoke` (see `Conductor.invoke_sync`)."""
         return self.conductor.invoke_sync(self, payload, **options)
+
+    async def submit(self, payload: Any = None, **options: Any) -> Submitted:
+        """Enqueue one execution and say what the call did (see `Conductor.submit`)."""
+        return await self.conductor.submit(self, payload, **options)

@@ -346,3 +346,18 @@ async def test_fair_share_status_and_maintenance(
         ("flow_status", ("q",)),
         ("maintain", (5,)),
     ]
+
+
+async def test_a_task_submits_itself(conductor: Conductor, fake: FakeDatabaseClient) -> None:
+    task = conductor.task("send", queue="mail")(lambda ctx, payload: None)
+    found = await task.submit({"n": 1}, concurrency_key="k", on_conflict="keep")
+    assert found.outcome == "created"
+    ((args, kwargs),) = fake.calls_to("submit")
+    assert args == ("send", {"n": 1})
+    assert (kwargs["queue"], kwargs["concurrency_key"], kwargs["on_conflict"]) == (
+        "mail",
+        "k",
+        "keep",
+    )
+    await task.invoke({}, throttle=5)
+    assert fake.calls_to("invoke")[0][1]["throttle"] == dt.timedelta(seconds=5)
