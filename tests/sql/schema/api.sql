@@ -7,8 +7,10 @@
 BEGIN;
 SELECT plan(28);
 
-SELECT has_function('pgconductor', 'invoke', ARRAY['text', 'jsonb', 'text', 'timestamp with time zone', 'integer', 'text']);
-SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text[]', 'jsonb[]', 'text[]', 'timestamp with time zone[]', 'integer[]', 'text[]']);
+SELECT has_function('pgconductor', 'invoke', ARRAY['text', 'jsonb', 'text', 'timestamp with time zone', 'integer', 'text', 'text', 'text', 'interval',
+                                                    'interval', 'interval', 'timestamp with time zone']);
+SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text[]', 'jsonb[]', 'text[]', 'timestamp with time zone[]', 'integer[]', 'text[]', 'text[]',
+                                                          'text', 'interval', 'interval', 'interval', 'timestamp with time zone[]']);
 SELECT has_function('pgconductor', 'invoke_batch', ARRAY['text', 'jsonb[]', 'text', 'timestamp with time zone', 'integer']);
 SELECT has_function('pgconductor', 'get_executions', ARRAY['text', 'uuid', 'integer']);
 SELECT has_function('pgconductor', 'get_executions', ARRAY['text[]', 'uuid', 'integer', 'text']);
@@ -38,7 +40,7 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE p
           NULL, 'every function pins search_path or binds its names at CREATE (SQL-standard body)');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND prosqlbody IS NOT NULL AND proconfig IS NULL),
-          ARRAY['_claimable', '_event_lock', '_gated', '_key_sep', '_limited', '_max_interval', '_max_new_queues_per_call',
+          ARRAY['_claimable', '_event_lock', '_gated', '_keep_events', '_keep_orchestrators', '_key_sep', '_limited', '_max_interval', '_max_new_queues_per_call',
                 '_max_queues', '_now', '_partition_name', '_refilled', '_show', '_task_setting_keys', '_uuid7',
                 '_valid_queue_name', '_valid_task_key', '_with_error'],
           'the hot helpers and the named limits have no SET clause, so the planner can inline them');
@@ -49,7 +51,7 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
               AND has_function_privilege('pgc_test_outsider', oid, 'EXECUTE')),
           ARRAY['_now', '_test_clock', '_uuid7'],
           'PUBLIC may execute only the internal helpers that column defaults need (_test_clock through _now)');
-SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor.invoke(text, jsonb, text, timestamptz, integer, text)', 'EXECUTE'),
+SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor.submit(text, jsonb, text, timestamptz, integer, text, text, text, interval, interval, interval, timestamptz)', 'EXECUTE'),
           'nor the public API: that takes one of the group roles (schema/privileges.sql)');
 SELECT ok(NOT has_function_privilege('pgc_test_outsider', 'pgconductor._finish(uuid, text, text, text)', 'EXECUTE'),
           'but not the internals (here: _finish)');
