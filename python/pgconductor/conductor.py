@@ -21,6 +21,7 @@ from pgconductor.clock import Clock, SystemClock
 from pgconductor.db import RetryPolicy, SqlDatabaseClient
 from pgconductor.errors import InvalidInput, PgConductorError
 from pgconductor.flow import (
+    BATCH_CHUNK,
     BatchFlow,
     Flow,
     FlowControl,
@@ -46,8 +47,6 @@ from pgconductor.workflow import check_name
 __all__ = ["Backoff", "Conductor", "Task", "TaskContext"]
 
 R = TypeVar("R")
-#: How many payloads one `invoke_batch` call carries at most.
-BATCH_CHUNK = 5000
 #: SQLSTATE of a call to a function the installed extension does not have.
 UNDEFINED_FUNCTION = "42883"
 

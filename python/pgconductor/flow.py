@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pgconductor.protocol import DatabaseClient
 
 __all__ = [
+    "BATCH_CHUNK",
     "BatchFlow",
     "Flow",
     "FlowControl",
@@ -48,8 +49,7 @@ _ON_CONFLICT = ("replace", "keep", "supersede")
 
 class Flow(TypedDict, total=False):
     """Flow-control options of one enqueue (extension 0.7.0); durations in seconds or
-    timedeltas. Throttle and debounce key on the dedupe key, else the concurrency key, else
-    the task."""
+    timedeltas. Throttle and debounce key on the dedupe key (without one: the whole task)."""
 
     #: Groups executions for `max_running_per_key`, `rate_limit_per_key` and fair share
     #: (a tenant, a user): 1-250 characters.
@@ -95,6 +95,9 @@ class TaskLimits(TypedDict, total=False):
     #: Retention of failed, cancelled and expired executions (default 30 days).
     keep_failed: timedelta | float | None
 
+
+#: How many payloads one `invoke_batch` / `submit_batch` call carries at most.
+BATCH_CHUNK = 5000
 
 _COUNTS = ("max_running", "max_running_per_key", "rate_limit", "rate_limit_per_key")
 _PERIODS = ("rate_period", "start_within")
@@ -301,7 +304,7 @@ class FlowControl:
         priority: int = 0,
         dedupe_keys: Sequence[str | None] | None = None,
         conn: AsyncConnection | None = None,
-        chunk_size: int = 5000,
+        chunk_size: int = BATCH_CHUNK,
         **flow: Unpack[BatchFlow],
     ) -> list[Submitted]:
         """`invoke_many` that also says what happened to each payload (input order).
