@@ -416,3 +416,51 @@ async def test_an_orchestrator_on_an_older_extension(old_conductor: Conductor) -
         InvalidState, match=r"sets max_running, which needs pgconductor extension 0\.7\.0"
     ):
         await Orchestrator(old_conductor, poll_interval=0.05).start()
+
+
+async def test_supersede_cancels_the_running_one_through_its_worker(
+    conductor: Conductor, run_orchestrator: Callable[..., Any], wait_until: WaitUntil
+) -> None:
+    started: list[Any] = []
+
+    @conductor.task("sync-account")
+    async def sync_account(ctx: TaskContext, payload: Any) -> str:
+        started.append(ctx.execution_id)
+        if payload["n"] == 1:
+            await ctx.cancel_event.wait()  # the superseded run stops when told
+        return f"synced {payload['n']}"
+
+    await run_orchestrator()
+    first = await conductor.submit(sync_account, {"n": 1}, dedupe_key="acct-1")
+    await wait_until(lambda: started)
+    second = await conductor.submit(
+        sync_account, {"n": 2}, dedupe_key="acct-1", on_conflict="supersede"
+    )
+    assert second.outcome == "superseded"
+    assert second.id != first.id
+    old = await wait_until(lambda: finished(conductor, first.id))
+    new = await wait_until(lambda: finished(conductor, second.id))
+    assert old.state == "cancelled"
+    assert (new.state, new.result) == ("completed", "synced 2")
+
+
+async def test_a_spent_rate_limit_holds_the_task_while_others_run(
+    conductor: Conductor, run_orchestrator: Callable[..., Any], wait_until: WaitUntil
+) -> None:
+    @conductor.task("call-api", rate_limit=1, rate_period=3600)
+    async def call_api(ctx: TaskContext, payload: Any) -> None:
+        return None
+
+    @conductor.task("marker")
+    async def marker(ctx: TaskContext, payload: Any) -> None:
+        return None
+
+    await run_orchestrator()
+    one = await conductor.invoke(call_api, {})
+    await wait_until(lambda: finished(conductor, one))
+    held = await conductor.invoke(call_api, {})
+    after = await conductor.invoke(marker, {})
+    await wait_until(lambda: finished(conductor, after))  # a claim came after `held` was due
+    info = await conductor.get(held)
+    assert info is not None
+    assert (info.state, info.attempts) == ("pending", 0)  # waiting spends no attempt
