@@ -132,13 +132,16 @@ def _common(flow: Flow | BatchFlow) -> dict[str, Any]:
 
 
 def flow_args(flow: Flow, where: str = "invoke") -> dict[str, Any]:
-    """The keyword arguments of `FlowClient.submit` / `DatabaseClient.invoke` for `flow`."""
+    """The keyword arguments of `FlowClient.submit` / `DatabaseClient.invoke` for `flow`:
+    only the options given, so a call without any is the call of before 0.7.0 (a client
+    written for the older protocol keeps working)."""
     _unknown(flow, Flow, where)
-    return {
+    every = {
         "concurrency_key": flow.get("concurrency_key"),
         **_common(flow),
         "start_by": flow.get("start_by"),
     }
+    return {name: value for name, value in every.items() if value is not None}
 
 
 def batch_flow_args(flow: BatchFlow, count: int, where: str = "invoke_many") -> dict[str, Any]:

@@ -361,3 +361,38 @@ async def test_a_task_submits_itself(conductor: Conductor, fake: FakeDatabaseCli
     )
     await task.invoke({}, throttle=5)
     assert fake.calls_to("invoke")[0][1]["throttle"] == dt.timedelta(seconds=5)
+
+
+async def test_a_client_of_the_older_protocol_still_takes_plain_invokes() -> None:
+    class OldClient(FakeDatabaseClient):
+        """`invoke` and `invoke_batch` as they were before the flow options."""
+
+        async def invoke(  # type: ignore[override]
+            self,
+            task_key: str,
+            payload: Any,
+            *,
+            queue: Any = None,
+            run_at: Any = None,
+            priority: int = 0,
+            dedupe_key: Any = None,
+            conn: Any = None,
+        ) -> uuid.UUID:
+            return uuid.UUID(int=1)
+
+        async def invoke_batch(  # type: ignore[override]
+            self,
+            task_keys: Any,
+            payloads: Any,
+            *,
+            queues: Any = None,
+            run_ats: Any = None,
+            priorities: Any = None,
+            dedupe_keys: Any = None,
+            conn: Any = None,
+        ) -> list[uuid.UUID]:
+            return [uuid.UUID(int=2)] * len(task_keys)
+
+    conductor = Conductor(OldClient(), clock=FixedClock())
+    assert await conductor.invoke("t", {}, dedupe_key="d") == uuid.UUID(int=1)
+    assert await conductor.invoke_many("t", [{}, {}]) == [uuid.UUID(int=2)] * 2
