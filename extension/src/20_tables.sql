@@ -112,10 +112,13 @@ CREATE INDEX executions_concurrency_key_idx ON pgconductor.executions (task_key,
 CREATE UNIQUE INDEX executions_dedupe_key ON pgconductor.executions (queue, task_key, dedupe_key)
     WHERE dedupe_key IS NOT NULL;
 
--- Executions that ended. state: completed | failed | cancelled | expired. Retention: maintain()
--- per task policy, prune_finished() by age.
+-- Executions that ended. state: completed | failed | cancelled | expired. Partitioned by
+-- finished_at: daily partitions made ahead by maintain() (_add_finished_partitions), the rest
+-- in the default partition; retention drops a whole day's partition once every row in it is
+-- past its task's keep (_drop_finished_partitions) instead of deleting its rows one by one,
+-- and deletes the rest per task policy in bounded batches (maintain()); prune_finished() by age.
 CREATE TABLE pgconductor.finished_executions (
-    id              uuid PRIMARY KEY,
+    id              uuid NOT NULL,
     task_key        text NOT NULL,
     queue           text NOT NULL,
     payload         jsonb NOT NULL,
@@ -131,8 +134,10 @@ CREATE TABLE pgconductor.finished_executions (
     result          jsonb,
     errors          jsonb NOT NULL DEFAULT '[]',
     parent_id       uuid,
-    parent_step     text
-);
+    parent_step     text,
+    CONSTRAINT finished_executions_pkey PRIMARY KEY (id, finished_at)
+) PARTITION BY RANGE (finished_at);
+CREATE TABLE pgconductor.finished_executions_default PARTITION OF pgconductor.finished_executions DEFAULT;
 -- Retention only: every extra index here is paid by every completion.
 CREATE INDEX finished_executions_finished_at_idx ON pgconductor.finished_executions (finished_at);
 -- Listing and bulk retries of failed and cancelled executions, newest first; partial, so a

@@ -14,10 +14,79 @@ RETURNS interval
 LANGUAGE sql IMMUTABLE
 RETURN interval '1 day';
 
+-- The partition of finished_executions that holds day p_day (UTC). Inlined.
+CREATE FUNCTION pgconductor._finished_partition_name(p_day date)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN 'finished_executions_' || to_char(p_day, 'YYYYMMDD');
+
+-- Makes the daily partitions of finished_executions for the UTC day of p_now and the two
+-- after it, where missing; a day whose rows already went to the default partition (no
+-- maintenance ran ahead) keeps them there. Takes the locks CREATE TABLE ... PARTITION OF takes.
+-- Returns how many it made.
+CREATE FUNCTION pgconductor._add_finished_partitions(p_now timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_day   date;
+    v_from  timestamptz;
+    v_count integer := 0;
+BEGIN
+    FOR v_day IN SELECT (p_now AT TIME ZONE 'UTC')::date + d FROM generate_series(0, 2) AS d LOOP
+        CONTINUE WHEN to_regclass('pgconductor.' || pgconductor._finished_partition_name(v_day)) IS NOT NULL;
+        v_from := v_day::timestamp AT TIME ZONE 'UTC';
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pgconductor.finished_executions_default AS f
+                               WHERE f.finished_at >= v_from AND f.finished_at < v_from + interval '1 day');
+        EXECUTE format('CREATE TABLE pgconductor.%I PARTITION OF pgconductor.finished_executions FOR VALUES FROM (%L) TO (%L)',
+                       pgconductor._finished_partition_name(v_day), v_from, v_from + interval '1 day');
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
+-- Drops the daily partitions of finished_executions whose every row is past its task's keep
+-- at p_now: the day ended longer ago than the longest keep of any task (and the defaults),
+-- deleting the steps of their executions first. Returns the executions dropped.
+CREATE FUNCTION pgconductor._drop_finished_partitions(p_now timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_def   pgconductor.tasks := pgconductor._task_defaults();
+    v_keep  interval;
+    v_part  record;
+    v_rows  integer;
+    v_count integer := 0;
+BEGIN
+    SELECT greatest(max(t.keep_completed), max(t.keep_failed), v_def.keep_completed, v_def.keep_failed) INTO v_keep
+      FROM pgconductor.tasks AS t;
+    FOR v_part IN
+        SELECT c.relname FROM pg_catalog.pg_inherits AS i
+          JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'pgconductor.finished_executions'::regclass
+           AND c.relname ~ '^finished_executions_[0-9]{8}$'
+           AND to_date(right(c.relname, 8), 'YYYYMMDD') + 1 <= ((p_now - v_keep) AT TIME ZONE 'UTC')::date
+         ORDER BY c.relname
+    LOOP
+        EXECUTE format('DELETE FROM pgconductor.steps AS s USING pgconductor.%I AS f WHERE s.execution_id = f.id', v_part.relname);
+        EXECUTE format('SELECT count(*) FROM pgconductor.%I', v_part.relname) INTO v_rows;
+        EXECUTE format('DROP TABLE pgconductor.%I', v_part.relname);
+        v_count := v_count + v_rows;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
 -- One maintenance pass, each chore bounded by p_limit rows: ends 'expired' the pending
 -- executions whose start-by deadline passed (a parent waiting for one hears it failed);
--- deletes finished executions (with their steps) older than their task's keep_completed or
--- keep_failed (failed, cancelled, expired); events older than _keep_events(); ended throttle
+-- makes the coming days' partitions of finished_executions and drops the days past every
+-- keep (_add_finished_partitions, _drop_finished_partitions); deletes the other finished
+-- executions (with their steps) older than their task's keep_completed or keep_failed
+-- (failed, cancelled, expired); events older than _keep_events(); ended throttle
 -- periods; full rate buckets; orchestrators gone for _keep_orchestrators(). One pass at a time
 -- per database: a call while another runs returns {"skipped": true} at once (transaction
 -- advisory lock). Row locks: what it changes (SKIP LOCKED for live executions). Returns the
@@ -38,6 +107,7 @@ DECLARE
     v_slots   integer;
     v_buckets integer;
     v_orchs   integer;
+    v_dropped integer;
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100000 THEN
         RAISE EXCEPTION 'maintain needs a limit between 1 and 100000, got %', coalesce(p_limit::text, 'NULL')
@@ -47,6 +117,8 @@ BEGIN
         RETURN jsonb_build_object('skipped', true);
     END IF;
     v_def := pgconductor._task_defaults();
+    PERFORM pgconductor._add_finished_partitions(v_now);
+    v_dropped := pgconductor._drop_finished_partitions(v_now);
 
     FOR v_row IN
         SELECT e.id, e.queue, e.start_by FROM pgconductor.executions AS e
@@ -74,7 +146,7 @@ BEGIN
     ), steps_gone AS (
         DELETE FROM pgconductor.steps AS s USING pruned AS p WHERE s.execution_id = p.id
     )
-    SELECT count(*) INTO v_pruned FROM pruned;
+    SELECT count(*) + v_dropped INTO v_pruned FROM pruned;
 
     DELETE FROM pgconductor.events AS ev
      WHERE ev.id IN (SELECT x.id FROM pgconductor.events AS x WHERE x.created_at < v_now - pgconductor._keep_events()
@@ -104,3 +176,6 @@ BEGIN
                               'throttle_slots', v_slots, 'rate_buckets', v_buckets, 'orchestrators', v_orchs);
 END
 $$;
+
+-- The first days' partitions of finished_executions.
+SELECT pgconductor._add_finished_partitions(pgconductor._now());

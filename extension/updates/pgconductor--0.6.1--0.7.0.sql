@@ -38,9 +38,50 @@ CREATE INDEX executions_start_by_idx ON pgconductor.executions (start_by) WHERE 
 CREATE INDEX executions_concurrency_key_idx ON pgconductor.executions (task_key, concurrency_key)
     WHERE concurrency_key IS NOT NULL;
 
-ALTER TABLE pgconductor.finished_executions DROP CONSTRAINT finished_state_valid;
-ALTER TABLE pgconductor.finished_executions ADD CONSTRAINT finished_state_valid
-    CHECK (state IN ('completed', 'failed', 'cancelled', 'expired'));
+-- finished_executions becomes partitioned by finished_at: the old table's names step aside,
+-- the new one is made with the fresh install's names, the rows move (before the trigger exists,
+-- so history wakes nobody), the old one goes.
+ALTER TABLE pgconductor.finished_executions RENAME TO finished_executions_before_070;
+ALTER TABLE pgconductor.finished_executions_before_070 RENAME CONSTRAINT finished_executions_pkey TO finished_executions_before_070_pkey;
+ALTER INDEX pgconductor.finished_executions_finished_at_idx RENAME TO finished_executions_before_070_finished_at_idx;
+ALTER INDEX pgconductor.finished_executions_unsuccessful_idx RENAME TO finished_executions_before_070_unsuccessful_idx;
+ALTER INDEX pgconductor.finished_executions_parent_idx RENAME TO finished_executions_before_070_parent_idx;
+CREATE TABLE pgconductor.finished_executions (
+    id              uuid NOT NULL,
+    task_key        text NOT NULL,
+    queue           text NOT NULL,
+    payload         jsonb NOT NULL,
+    state           text NOT NULL CONSTRAINT finished_state_valid CHECK (state IN ('completed', 'failed', 'cancelled', 'expired')),
+    attempts        integer NOT NULL,
+    lease           integer NOT NULL DEFAULT 0,
+    priority        integer NOT NULL,
+    run_at          timestamptz NOT NULL,
+    created_at      timestamptz NOT NULL,
+    finished_at     timestamptz NOT NULL,
+    orchestrator_id uuid,
+    last_error      text,
+    result          jsonb,
+    errors          jsonb NOT NULL DEFAULT '[]',
+    parent_id       uuid,
+    parent_step     text,
+    CONSTRAINT finished_executions_pkey PRIMARY KEY (id, finished_at)
+) PARTITION BY RANGE (finished_at);
+CREATE TABLE pgconductor.finished_executions_default PARTITION OF pgconductor.finished_executions DEFAULT;
+CREATE INDEX finished_executions_finished_at_idx ON pgconductor.finished_executions (finished_at);
+CREATE INDEX finished_executions_unsuccessful_idx ON pgconductor.finished_executions (state, task_key, id)
+    WHERE state <> 'completed';
+CREATE INDEX finished_executions_parent_idx ON pgconductor.finished_executions (parent_id)
+    WHERE parent_id IS NOT NULL;
+INSERT INTO pgconductor.finished_executions
+    (id, task_key, queue, payload, state, attempts, lease, priority, run_at, created_at, finished_at,
+     orchestrator_id, last_error, result, errors, parent_id, parent_step)
+SELECT id, task_key, queue, payload, state, attempts, lease, priority, run_at, created_at, finished_at,
+       orchestrator_id, last_error, result, errors, parent_id, parent_step
+  FROM pgconductor.finished_executions_before_070;
+DROP TABLE pgconductor.finished_executions_before_070;
+CREATE TRIGGER finished_executions_ended AFTER INSERT ON pgconductor.finished_executions
+    REFERENCING NEW TABLE AS ended
+    FOR EACH STATEMENT EXECUTE FUNCTION pgconductor._on_finished();
 
 -- Token buckets of rate-limited tasks: per_key false is the task's bucket (key ''), true one
 -- concurrency key's (key '' for executions without one). tokens as of "at"; the bucket
@@ -107,6 +148,30 @@ BEGIN
         RAISE EXCEPTION '% must be at least 1, got %', p_what, p_value
             USING ERRCODE = '22023', HINT = 'Pass NULL for no limit.';
     END IF;
+END
+$$;
+
+-- Trigger on queues: INSERT creates the partition, DELETE drops it, a rename is refused
+-- (the other columns are settings: pause_queue, set_fair_share).
+-- Takes the locks CREATE/DROP TABLE take on pgconductor.executions.
+CREATE OR REPLACE FUNCTION pgconductor._queues_partition_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        EXECUTE format('CREATE TABLE pgconductor.%I PARTITION OF pgconductor.executions FOR VALUES IN (%L)',
+                       pgconductor._partition_name(NEW.name), NEW.name);
+        RETURN NEW;
+    ELSIF TG_OP = 'DELETE' THEN
+        EXECUTE format('DROP TABLE IF EXISTS pgconductor.%I', pgconductor._partition_name(OLD.name));
+        RETURN OLD;
+    ELSIF NEW.name = OLD.name THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'queues cannot be renamed'
+        USING ERRCODE = '55000', HINT = 'Create a new queue with create_queue() and drop the old one with drop_queue().';
 END
 $$;
 
@@ -467,21 +532,26 @@ $$;
 
 -- The trim: of the rows p_ids picked in queue p_queue (in pick order), those the limits
 -- p_limits (from _claim_gate) admit: per task and per key, the first ones up to what is
--- left. Locks nothing more. Returns them in pick order.
+-- left. Locks nothing more. Returns them in pick order. PL/pgSQL, not SQL: a SQL function
+-- called in a PL/pgSQL expression keeps its plans for the whole transaction, and so missed
+-- the partition of a queue created meanwhile (its claim found nothing).
 CREATE FUNCTION pgconductor._claim_trim(p_queue text, p_ids uuid[], p_limits jsonb)
 RETURNS uuid[]
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}')
-      FROM (SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
-                   row_number() OVER (PARTITION BY e.task_key ORDER BY p.ord) AS rn_task,
-                   row_number() OVER (PARTITION BY e.task_key, coalesce(e.concurrency_key, '') ORDER BY p.ord) AS rn_key
-              FROM unnest(p_ids) WITH ORDINALITY AS p(id, ord)
-              JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id) AS x
-     WHERE x.rn_task <= coalesce((p_limits->'task'->>x.task_key)::integer, 2147483647)
-       AND x.rn_key <= coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
-                                (p_limits->'key_default'->>x.task_key)::integer, 2147483647)
+BEGIN
+    RETURN (
+        SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}')
+          FROM (SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
+                       row_number() OVER (PARTITION BY e.task_key ORDER BY p.ord) AS rn_task,
+                       row_number() OVER (PARTITION BY e.task_key, coalesce(e.concurrency_key, '') ORDER BY p.ord) AS rn_key
+                  FROM unnest(p_ids) WITH ORDINALITY AS p(id, ord)
+                  JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id) AS x
+         WHERE x.rn_task <= coalesce((p_limits->'task'->>x.task_key)::integer, 2147483647)
+           AND x.rn_key <= coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
+                                    (p_limits->'key_default'->>x.task_key)::integer, 2147483647));
+END
 $$;
 
 -- Charges the rate limits of the executions p_ids of queue p_queue just claimed: one token
@@ -979,8 +1049,8 @@ $$;
 -- pauses, limits); pick (_claimable rows in key order from the claim position, or
 -- round-robin over keys in a fair-share queue); trim to what the limits admit
 -- (_claim_trim); lease; remember the position; revive the orchestrator. When the trim
--- dropped rows, the gate and pick run again for the rest of the batch (three rounds at
--- most), so keys at their limit do not keep the others waiting. Row locks: the picked rows,
+-- dropped rows or a fair pick came up short, the gate and pick run again for the rest of
+-- the batch (three rounds at most), so keys at their limit do not keep the others waiting. Row locks: the picked rows,
 -- the advisory locks of limited tasks, their rate buckets, then the orchestrator's row.
 -- Returns the claimed executions, with their stored steps. A paused queue returns nothing.
 CREATE OR REPLACE FUNCTION pgconductor.get_executions(
@@ -1153,9 +1223,11 @@ BEGIN
             END IF;
         END IF;
 
+        -- Another round when the limits trimmed rows, or when a fair pick came up short
+        -- (a key had fewer rows than its share).
         v_want := p_batch_size - v_claimed;
-        EXIT WHEN v_gate.limits IS NULL OR v_want = 0 OR cardinality(v_picked) = 0
-               OR cardinality(v_ids) = cardinality(v_picked);
+        EXIT WHEN v_want = 0 OR cardinality(v_picked) = 0
+               OR (NOT v_queue.fair_share AND (v_gate.limits IS NULL OR cardinality(v_ids) = cardinality(v_picked)));
     END LOOP;
     IF v_claimed = 0 THEN
         RETURN;
@@ -1449,10 +1521,80 @@ LANGUAGE sql IMMUTABLE
 RETURN interval '1 day';
 
 
+-- The partition of finished_executions that holds day p_day (UTC). Inlined.
+CREATE FUNCTION pgconductor._finished_partition_name(p_day date)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN 'finished_executions_' || to_char(p_day, 'YYYYMMDD');
+
+
+-- Makes the daily partitions of finished_executions for the UTC day of p_now and the two
+-- after it, where missing; a day whose rows already went to the default partition (no
+-- maintenance ran ahead) keeps them there. Takes the locks CREATE TABLE ... PARTITION OF takes.
+-- Returns how many it made.
+CREATE FUNCTION pgconductor._add_finished_partitions(p_now timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_day   date;
+    v_from  timestamptz;
+    v_count integer := 0;
+BEGIN
+    FOR v_day IN SELECT (p_now AT TIME ZONE 'UTC')::date + d FROM generate_series(0, 2) AS d LOOP
+        CONTINUE WHEN to_regclass('pgconductor.' || pgconductor._finished_partition_name(v_day)) IS NOT NULL;
+        v_from := v_day::timestamp AT TIME ZONE 'UTC';
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pgconductor.finished_executions_default AS f
+                               WHERE f.finished_at >= v_from AND f.finished_at < v_from + interval '1 day');
+        EXECUTE format('CREATE TABLE pgconductor.%I PARTITION OF pgconductor.finished_executions FOR VALUES FROM (%L) TO (%L)',
+                       pgconductor._finished_partition_name(v_day), v_from, v_from + interval '1 day');
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
+-- Drops the daily partitions of finished_executions whose every row is past its task's keep
+-- at p_now: the day ended longer ago than the longest keep of any task (and the defaults),
+-- deleting the steps of their executions first. Returns the executions dropped.
+CREATE FUNCTION pgconductor._drop_finished_partitions(p_now timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_def   pgconductor.tasks := pgconductor._task_defaults();
+    v_keep  interval;
+    v_part  record;
+    v_rows  integer;
+    v_count integer := 0;
+BEGIN
+    SELECT greatest(max(t.keep_completed), max(t.keep_failed), v_def.keep_completed, v_def.keep_failed) INTO v_keep
+      FROM pgconductor.tasks AS t;
+    FOR v_part IN
+        SELECT c.relname FROM pg_catalog.pg_inherits AS i
+          JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'pgconductor.finished_executions'::regclass
+           AND c.relname ~ '^finished_executions_[0-9]{8}$'
+           AND to_date(right(c.relname, 8), 'YYYYMMDD') + 1 <= ((p_now - v_keep) AT TIME ZONE 'UTC')::date
+         ORDER BY c.relname
+    LOOP
+        EXECUTE format('DELETE FROM pgconductor.steps AS s USING pgconductor.%I AS f WHERE s.execution_id = f.id', v_part.relname);
+        EXECUTE format('SELECT count(*) FROM pgconductor.%I', v_part.relname) INTO v_rows;
+        EXECUTE format('DROP TABLE pgconductor.%I', v_part.relname);
+        v_count := v_count + v_rows;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
 -- One maintenance pass, each chore bounded by p_limit rows: ends 'expired' the pending
 -- executions whose start-by deadline passed (a parent waiting for one hears it failed);
--- deletes finished executions (with their steps) older than their task's keep_completed or
--- keep_failed (failed, cancelled, expired); events older than _keep_events(); ended throttle
+-- makes the coming days' partitions of finished_executions and drops the days past every
+-- keep (_add_finished_partitions, _drop_finished_partitions); deletes the other finished
+-- executions (with their steps) older than their task's keep_completed or keep_failed
+-- (failed, cancelled, expired); events older than _keep_events(); ended throttle
 -- periods; full rate buckets; orchestrators gone for _keep_orchestrators(). One pass at a time
 -- per database: a call while another runs returns {"skipped": true} at once (transaction
 -- advisory lock). Row locks: what it changes (SKIP LOCKED for live executions). Returns the
@@ -1467,11 +1609,13 @@ DECLARE
     v_def     pgconductor.tasks;
     v_row     record;
     v_expired integer := 0;
+    v_done    boolean;
     v_pruned  integer;
     v_events  integer;
     v_slots   integer;
     v_buckets integer;
     v_orchs   integer;
+    v_dropped integer;
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100000 THEN
         RAISE EXCEPTION 'maintain needs a limit between 1 and 100000, got %', coalesce(p_limit::text, 'NULL')
@@ -1481,6 +1625,8 @@ BEGIN
         RETURN jsonb_build_object('skipped', true);
     END IF;
     v_def := pgconductor._task_defaults();
+    PERFORM pgconductor._add_finished_partitions(v_now);
+    v_dropped := pgconductor._drop_finished_partitions(v_now);
 
     FOR v_row IN
         SELECT e.id, e.queue, e.start_by FROM pgconductor.executions AS e
@@ -1489,10 +1635,11 @@ BEGIN
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED
     LOOP
-        IF pgconductor._finish(v_row.id, v_row.queue, 'expired',
-                               format('expired: not started by its start-by deadline %s', v_row.start_by)) THEN
-            v_expired := v_expired + 1;
-        END IF;
+        -- A query, not an expression: a SQL function in a PL/pgSQL expression keeps its plans
+        -- for the transaction and would miss a partition created meanwhile.
+        SELECT pgconductor._finish(v_row.id, v_row.queue, 'expired',
+                                   format('expired: not started by its start-by deadline %s', v_row.start_by)) INTO v_done;
+        v_expired := v_expired + v_done::integer;
     END LOOP;
 
     WITH doomed AS (
@@ -1507,7 +1654,7 @@ BEGIN
     ), steps_gone AS (
         DELETE FROM pgconductor.steps AS s USING pruned AS p WHERE s.execution_id = p.id
     )
-    SELECT count(*) INTO v_pruned FROM pruned;
+    SELECT count(*) + v_dropped INTO v_pruned FROM pruned;
 
     DELETE FROM pgconductor.events AS ev
      WHERE ev.id IN (SELECT x.id FROM pgconductor.events AS x WHERE x.created_at < v_now - pgconductor._keep_events()
@@ -1564,5 +1711,8 @@ AS $$
            ('resume_task', 'pgconductor_admin'), ('set_fair_share', 'pgconductor_admin'),
            ('set_key_weight', 'pgconductor_admin')
 $$;
+
+-- The first days' partitions of finished_executions.
+SELECT pgconductor._add_finished_partitions(pgconductor._now());
 
 SELECT pgconductor._apply_privileges();
