@@ -20,6 +20,7 @@ ALLOWED_SQLSTATES: dict[str, str] = {
     "54000": "program_limit_exceeded: a new queue beyond the documented limits",
     "42501": "insufficient_privilege: dropping the default queue",
     "40001": "serialization_failure: invoke raced with claims for a dedupe key; retry the call",
+    "25000": "invalid_transaction_state: a claim of a limited task outside READ COMMITTED",
 }
 
 # The only functions that may delete executions for good (finished ones, by age). Every
