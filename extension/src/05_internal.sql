@@ -138,6 +138,13 @@ BEGIN
 END
 $$;
 
+-- True when p_name is a usable event name: 1-200 characters without control characters. The
+-- one rule for emit_event() and for the event waits of durable workflows. Inlined.
+CREATE FUNCTION pgconductor._valid_event_name(p_name text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN char_length(p_name) BETWEEN 1 AND 200 AND p_name !~ '[[:cntrl:]]';
+
 -- Raises 22023 unless p_key is NULL (none) or a usable concurrency key: 1-250 characters
 -- without control characters (the claim joins task and key with one). Returns nothing.
 CREATE FUNCTION pgconductor._assert_concurrency_key(p_key text)

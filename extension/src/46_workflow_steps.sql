@@ -184,7 +184,7 @@ BEGIN
             SELECT CASE WHEN count(*) > 0 THEN 'children' END, min(s.until) INTO v_waiting, v_wake
               FROM pgconductor.steps AS s WHERE s.execution_id = p_id AND s.kind = 'child' AND s.state = 'waiting';
         ELSE
-            IF v_key IS NULL OR char_length(v_step ->> 'name') NOT BETWEEN 1 AND 200
+            IF v_key IS NULL OR NOT coalesce(pgconductor._valid_event_name(v_step ->> 'name'), false)
                OR jsonb_typeof(coalesce(v_step -> 'match', '{}')) <> 'object' THEN
                 RAISE invalid_parameter_value;
             END IF;

@@ -124,7 +124,7 @@ DECLARE
     v_pairs   text[];
     v_queues  text[];
 BEGIN
-    IF p_name IS NULL OR char_length(p_name) NOT BETWEEN 1 AND 200 OR p_name ~ '[[:cntrl:]]' THEN
+    IF NOT coalesce(pgconductor._valid_event_name(p_name), false) THEN
         RAISE EXCEPTION 'invalid event name %', pgconductor._show(p_name)
             USING ERRCODE = '22023', HINT = 'An event name is 1-200 characters without control characters, e.g. order.paid.';
     END IF;
