@@ -48,8 +48,9 @@ SELECT (SELECT coalesce(string_agg(c.oid::regclass::text || ':' || md5(query_to_
 # Within one transaction now() does not move, so two calls that did the same give the same.
 _CONTENT_SQL = r"""
 SELECT coalesce(string_agg(c.oid::regclass::text || ':' || md5(query_to_xml(format(
-            'SELECT md5(coalesce(string_agg((to_jsonb(x) - ''id'' - ''execution_id'')::text, E''\n'''
-            ' ORDER BY (to_jsonb(x) - ''id'' - ''execution_id'')::text), '''')) AS h FROM ONLY %s AS x',
+            'SELECT md5(coalesce(string_agg((to_jsonb(x) - ''id'' - ''execution_id'')::text,'
+            ' E''\n'' ORDER BY (to_jsonb(x) - ''id'' - ''execution_id'')::text), '''')) AS h'
+            ' FROM ONLY %s AS x',
             c.oid::regclass), false, false, '')::text), ',' ORDER BY c.oid::regclass::text), '')
   FROM pg_class AS c
  WHERE c.relnamespace = 'pgconductor'::regnamespace AND c.relkind = 'r'
