@@ -767,6 +767,32 @@ BEGIN
 END
 $$;
 
+-- Raises 22023 unless the arguments of one submit()/invoke() are usable (the common case,
+-- a task key and maybe a run_at, costs two inlined checks). Returns nothing.
+CREATE FUNCTION pgconductor._check_submit(
+    p_task_key text, p_run_at timestamptz, p_dedupe_key text, p_concurrency_key text, p_on_conflict text,
+    p_throttle interval, p_debounce interval, p_debounce_max interval, p_start_by timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pgconductor._valid_task_key(p_task_key) THEN
+        PERFORM pgconductor._assert_task_key(p_task_key);
+    END IF;
+    IF NOT isfinite(p_run_at) THEN
+        PERFORM pgconductor._assert_run_at(p_run_at);
+    END IF;
+    IF p_dedupe_key IS NOT NULL OR p_concurrency_key IS NOT NULL OR p_on_conflict IS NOT NULL
+       OR p_throttle IS NOT NULL OR p_debounce IS NOT NULL OR p_debounce_max IS NOT NULL OR p_start_by IS NOT NULL THEN
+        PERFORM pgconductor._assert_dedupe_key(p_dedupe_key);
+        PERFORM pgconductor._assert_concurrency_key(p_concurrency_key);
+        PERFORM pgconductor._assert_invoke_options(p_on_conflict, p_throttle, p_debounce, p_debounce_max);
+        PERFORM pgconductor._assert_start_by(p_start_by, coalesce(p_run_at, pgconductor._now()));
+    END IF;
+END
+$$;
+
 -- Enqueues one execution of p_task_key (see _submit_one for the queue, dedupe keys,
 -- on_conflict, throttle, debounce and start-by). Raises 22023 for bad input. Returns (id,
 -- outcome): created | updated | kept | superseded | throttled | debounced.
@@ -789,22 +815,12 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT pgconductor._valid_task_key(p_task_key) THEN
-        PERFORM pgconductor._assert_task_key(p_task_key);
-    END IF;
-    IF NOT isfinite(p_run_at) THEN
-        PERFORM pgconductor._assert_run_at(p_run_at);
-    END IF;
-    IF p_dedupe_key IS NOT NULL OR p_concurrency_key IS NOT NULL OR p_on_conflict IS NOT NULL
-       OR p_throttle IS NOT NULL OR p_debounce IS NOT NULL OR p_debounce_max IS NOT NULL OR p_start_by IS NOT NULL THEN
-        PERFORM pgconductor._assert_dedupe_key(p_dedupe_key);
-        PERFORM pgconductor._assert_concurrency_key(p_concurrency_key);
-        PERFORM pgconductor._assert_invoke_options(p_on_conflict, p_throttle, p_debounce, p_debounce_max);
-        PERFORM pgconductor._assert_start_by(p_start_by, coalesce(p_run_at, pgconductor._now()));
-    END IF;
-    RETURN QUERY SELECT s.id, s.outcome FROM pgconductor._submit_one(
+    PERFORM pgconductor._check_submit(p_task_key, p_run_at, p_dedupe_key, p_concurrency_key, p_on_conflict,
+                                      p_throttle, p_debounce, p_debounce_max, p_start_by);
+    SELECT s.id, s.outcome INTO id, outcome FROM pgconductor._submit_one(
         p_task_key, p_payload, p_queue, p_run_at, p_priority, p_dedupe_key, p_concurrency_key, p_on_conflict,
         p_throttle, p_debounce, p_debounce_max, p_start_by) AS s;
+    RETURN NEXT;
 END
 $$;
 
@@ -825,12 +841,19 @@ CREATE FUNCTION pgconductor.invoke(
     p_start_by        timestamptz DEFAULT NULL
 )
 RETURNS uuid
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT s.id FROM pgconductor.submit(p_task_key, p_payload, p_queue, p_run_at, p_priority, p_dedupe_key,
-                                        p_concurrency_key, p_on_conflict, p_throttle, p_debounce, p_debounce_max,
-                                        p_start_by) AS s
+DECLARE
+    v_id uuid;
+BEGIN
+    PERFORM pgconductor._check_submit(p_task_key, p_run_at, p_dedupe_key, p_concurrency_key, p_on_conflict,
+                                      p_throttle, p_debounce, p_debounce_max, p_start_by);
+    SELECT s.id INTO v_id FROM pgconductor._submit_one(
+        p_task_key, p_payload, p_queue, p_run_at, p_priority, p_dedupe_key, p_concurrency_key, p_on_conflict,
+        p_throttle, p_debounce, p_debounce_max, p_start_by) AS s;
+    RETURN v_id;
+END
 $$;
 
 -- Enqueues many executions (parallel arrays; NULL elements take the defaults; the scalar
