@@ -9,7 +9,7 @@ SELECT plan(16);
 SELECT col_is_pk('pgconductor', 'executions', ARRAY['id', 'queue'], 'executions: primary key (id, queue)');
 SELECT col_is_pk('pgconductor', 'tasks', 'key', 'tasks: primary key key');
 SELECT col_is_pk('pgconductor', 'queues', 'name', 'queues: primary key name');
-SELECT col_is_pk('pgconductor', 'finished_executions', 'id', 'finished_executions: primary key id');
+SELECT col_is_pk('pgconductor', 'finished_executions', ARRAY['id', 'finished_at'], 'finished_executions: primary key (id, finished_at): it is partitioned by day');
 SELECT index_is_unique('pgconductor', 'executions', 'executions_dedupe_key', 'dedupe index is unique');
 
 INSERT INTO pgconductor.executions (id, task_key, dedupe_key) VALUES ('00000000-0000-0000-0000-000000000001', 't', 'k');
