@@ -1,6 +1,6 @@
 """pgconductor benchmark, side by side with its peers, on one PostgreSQL server.
 
-    python bench.py --mode quick|full [--only enqueue,backlog,drain,latency,workflow,xmin,profile]
+    python bench.py --mode quick|full [--only enqueue,backlog,drain,...] (the sections below)
 
 Run by bench/run.sh (`make bench`, `make bench-quick`), which starts the benchmark cluster,
 installs the extension and this venv first. Sections (docs in bench/README.md):
@@ -14,6 +14,9 @@ installs the extension and this venv first. Sections (docs in bench/README.md):
   workflow  durable workflows vs DBOS Transact: 10-step workflows/s, one-step latency,
             fan-out of 1,000 children and the join, statements (round trips) per workflow
   profile   pg_stat_statements and a py-spy profile of one pgconductor worker during a drain
+  flow      flow control (bench/flow.py): drains with a per-key limit and with fair share vs
+            unlimited in the same run; claim cost with a per-key limit at a small and a large
+            backlog
 Every section appends to results/results-<mode>.json; the report (REPORT.md for full,
 REPORT-quick.md for quick) and the plots are written from it at the end.
 """
@@ -69,6 +72,8 @@ MODES: dict[str, dict[str, Any]] = {
         "wf_latency": 100,
         "fanout_n": 1_000,
         "fanout_repeats": 1,
+        "flow_n": 20_000,  # drains of the flow section (unlimited, per-key limit, fair share)
+        "flow_backlogs": [10_000, 100_000],  # claim cost with a per-key limit: first vs last
     },
     "full": {
         "drain_n": 100_000,
@@ -84,6 +89,8 @@ MODES: dict[str, dict[str, Any]] = {
         "wf_latency": 300,
         "fanout_n": 1_000,
         "fanout_repeats": 3,
+        "flow_n": 100_000,
+        "flow_backlogs": [10_000, 1_000_000],
     },
 }
 
@@ -322,7 +329,8 @@ def drain_once(
 ) -> dict[str, Any]:
     system = systems.get(system_name)
     enqueue_s = prepare_table(system, n)
-    procs, logs = start_workers(system_name, cfg, nprocs, tag)
+    # A system may run another's workers (flow.py: the same worker, other task settings).
+    procs, logs = start_workers(getattr(system, "worker_system", system_name), cfg, nprocs, tag)
     holder = None
     extra: dict[str, Any] = {}
     try:
@@ -933,7 +941,13 @@ def section_workflow(res: Results, m: dict[str, Any]) -> None:
     workflows.section(res, m)
 
 
-SECTIONS = ["enqueue", "backlog", "drain", "latency", "workflow", "xmin", "profile"]
+def section_flow(res: Results, m: dict[str, Any]) -> None:
+    import flow
+
+    flow.section(res, m)
+
+
+SECTIONS = ["enqueue", "backlog", "drain", "latency", "workflow", "xmin", "profile", "flow"]
 
 
 def main() -> None:

@@ -200,12 +200,30 @@ def rows(d: dict[str, Any]) -> list[list[str]]:
                 ]
             )
             out.append([f"held xmin, {sysname}: dead tuples left", dead_s or "0", "", "", "", ""])
-    return out + workflow_rows(d.get("workflow") or {})
+    return out + workflow_rows(d.get("workflow") or {}) + flow_rows(d)
 
 
 def _pick(series: list[dict[str, Any]], prefix: str) -> dict[str, Any] | None:
     cands = [s for s in series if s["system"].startswith(prefix)]
     return max(cands, key=lambda s: s["summary"]["median"]) if cands else None
+
+
+def flow_rows(d: dict[str, Any]) -> list[list[str]]:
+    """Summary rows of the flow-control section (bench/flow.py)."""
+    if not d.get("flow"):
+        return []
+    import flow
+
+    return flow.rows(d, _f)
+
+
+def flow_md(d: dict[str, Any]) -> list[str]:
+    """The report's flow-control section (bench/flow.py)."""
+    if not d.get("flow"):
+        return []
+    import flow
+
+    return flow.md(d, _f)
 
 
 def workflow_rows(wf: dict[str, Any]) -> list[list[str]]:
@@ -583,6 +601,7 @@ def write(d: dict[str, Any], out_dir: Path, mode: str) -> Path:
         md.append("")
     if d.get("workflow"):
         md += workflow_md(d["workflow"])
+    md += flow_md(d)
     xm = d.get("xmin") or []
     if xm:
         md.append("## Held xmin\n")
