@@ -238,6 +238,17 @@ def main() -> None:
             f"  {k:>8}: {mj:8.0f} jobs/s [{min(got[k]):.0f}-{max(got[k]):.0f}]"
             f" ({mj / base_j:.3f}x)  {mc:5.1f} us worker CPU/job ({mc / base_c:.3f}x)"
         )
+    if peers:
+        # each round's ratio to the peer, then their median: the load moves both drains of
+        # a round alike, so this is steadier than the ratio of the medians
+        peer = next(iter(peers))
+        for k in labels:
+            if k not in peers:
+                ratios = [a / b for a, b in zip(got[k], got[peer], strict=True)]
+                print(
+                    f"  {k:>8} / {peer}: median of the rounds' ratios"
+                    f" {statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+                )
     print(f"load average {os.getloadavg()}")
 
 
