@@ -51,6 +51,28 @@ RETURN least(p_capacity::double precision,
              p_tokens + p_capacity * greatest(extract(epoch FROM p_now - p_at), 0)::double precision
                                    / greatest(extract(epoch FROM p_period), 0.001)::double precision);
 
+-- Of the tasks p_task_keys (NULL: all), those held back whatever their limits: paused, or
+-- outside their daily window at p_now. Locks nothing. Returns their keys.
+CREATE FUNCTION pgconductor._held_tasks(p_task_keys text[], p_now timestamptz)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_held    text[];
+    v_windows boolean;
+BEGIN
+    SELECT coalesce(array_agg(t.key) FILTER (WHERE t.paused), '{}'), coalesce(bool_or(t.window_start IS NOT NULL), false)
+      INTO v_held, v_windows
+      FROM pgconductor.tasks AS t
+     WHERE (t.paused OR t.window_start IS NOT NULL) AND (p_task_keys IS NULL OR t.key = ANY (p_task_keys));
+    IF v_windows THEN
+        v_held := v_held || pgconductor._closed_tasks(p_now);
+    END IF;
+    RETURN v_held;
+END
+$$;
+
 -- The gate: which of the tasks p_task_keys (NULL: all) may start executions now. blocked:
 -- tasks paused, outside their window, or at a limit; blocked_keys: task-and-key pairs
 -- (_key_sep) at a per-key limit; limits: what is left of each limit for _claim_trim, NULL
@@ -66,19 +88,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_limited text[];
-    v_windows boolean;
 BEGIN
     blocked_keys := '{}';
-    SELECT coalesce(array_agg(t.key) FILTER (WHERE t.paused), '{}'),
-           coalesce(array_agg(t.key ORDER BY t.key) FILTER (WHERE NOT t.paused AND pgconductor._limited(t)), '{}'),
-           coalesce(bool_or(t.window_start IS NOT NULL), false)
-      INTO blocked, v_limited, v_windows
-      FROM pgconductor.tasks AS t
-     WHERE pgconductor._gated(t) AND (p_task_keys IS NULL OR t.key = ANY (p_task_keys));
-    IF v_windows THEN
-        blocked := blocked || pgconductor._closed_tasks(p_now);
-        v_limited := ARRAY(SELECT k FROM unnest(v_limited) AS k WHERE NOT (k = ANY (blocked)) ORDER BY k);
-    END IF;
+    blocked := pgconductor._held_tasks(p_task_keys, p_now);
+    v_limited := ARRAY(SELECT t.key FROM pgconductor.tasks AS t
+                        WHERE pgconductor._limited(t) AND (p_task_keys IS NULL OR t.key = ANY (p_task_keys))
+                          AND NOT (t.key = ANY (blocked))
+                        ORDER BY t.key);
     IF cardinality(v_limited) = 0 THEN
         RETURN;
     END IF;

@@ -179,6 +179,35 @@ BEGIN
 END
 $$;
 
+-- True when queue p_queue holds due executions of the tasks p_task_keys (NULL: all) that a
+-- claim would take but for a concurrency or rate limit, or that a claim could take now: the
+-- queue and the task are not paused, the window is open, attempts are left, start_by has not
+-- passed. A worker draining the queue keeps going while this holds, even when its claims come
+-- back empty because other workers hold the slots. Locks nothing.
+CREATE FUNCTION pgconductor.has_due_work(p_queue text, p_task_keys text[] DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET jit = off
+AS $$
+DECLARE
+    v_now      timestamptz := pgconductor._now();
+    v_held     text[];
+    v_attempts jsonb;
+BEGIN
+    PERFORM pgconductor._assert_queue_name(p_queue);
+    IF coalesce((SELECT q.paused FROM pgconductor.queues AS q WHERE q.name = p_queue), true) THEN
+        RETURN false;
+    END IF;
+    v_held := pgconductor._held_tasks(p_task_keys, v_now);
+    SELECT coalesce(jsonb_object_agg(t.key, t.max_attempts), '{}') INTO v_attempts
+      FROM pgconductor.tasks AS t WHERE p_task_keys IS NULL OR t.key = ANY (p_task_keys);
+    RETURN EXISTS (SELECT 1 FROM pgconductor.executions AS c
+                    WHERE c.queue = p_queue AND pgconductor._claimable(c, v_now, p_task_keys, v_held, '{}', v_attempts));
+END
+$$;
+
 -- What flow control sees now, per task and concurrency key of the live executions (of queue
 -- p_queue, or all): running, pending (claimable when due), parked, the task's limits and
 -- whether the task or its queue is paused. Locks nothing; reads every live row (an

@@ -24,6 +24,7 @@ AS $$
            ('heartbeat', 'pgconductor_worker'), ('recover_stale', 'pgconductor_worker'),
            ('release_orchestrator', 'pgconductor_worker'), ('declare_task', 'pgconductor_worker'),
            ('save_steps', 'pgconductor_worker'), ('maintain', 'pgconductor_worker'),
+           ('has_due_work', 'pgconductor_worker'),
            ('register_task', 'pgconductor_admin'), ('create_queue', 'pgconductor_admin'),
            ('drop_queue', 'pgconductor_admin'), ('retry', 'pgconductor_admin'),
            ('retry_executions', 'pgconductor_admin'), ('prune_finished', 'pgconductor_admin'),

@@ -454,6 +454,28 @@ RETURN least(p_capacity::double precision,
                                    / greatest(extract(epoch FROM p_period), 0.001)::double precision);
 
 
+-- Of the tasks p_task_keys (NULL: all), those held back whatever their limits: paused, or
+-- outside their daily window at p_now. Locks nothing. Returns their keys.
+CREATE FUNCTION pgconductor._held_tasks(p_task_keys text[], p_now timestamptz)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_held    text[];
+    v_windows boolean;
+BEGIN
+    SELECT coalesce(array_agg(t.key) FILTER (WHERE t.paused), '{}'), coalesce(bool_or(t.window_start IS NOT NULL), false)
+      INTO v_held, v_windows
+      FROM pgconductor.tasks AS t
+     WHERE (t.paused OR t.window_start IS NOT NULL) AND (p_task_keys IS NULL OR t.key = ANY (p_task_keys));
+    IF v_windows THEN
+        v_held := v_held || pgconductor._closed_tasks(p_now);
+    END IF;
+    RETURN v_held;
+END
+$$;
+
 -- The gate: which of the tasks p_task_keys (NULL: all) may start executions now. blocked:
 -- tasks paused, outside their window, or at a limit; blocked_keys: task-and-key pairs
 -- (_key_sep) at a per-key limit; limits: what is left of each limit for _claim_trim, NULL
@@ -469,19 +491,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_limited text[];
-    v_windows boolean;
 BEGIN
     blocked_keys := '{}';
-    SELECT coalesce(array_agg(t.key) FILTER (WHERE t.paused), '{}'),
-           coalesce(array_agg(t.key ORDER BY t.key) FILTER (WHERE NOT t.paused AND pgconductor._limited(t)), '{}'),
-           coalesce(bool_or(t.window_start IS NOT NULL), false)
-      INTO blocked, v_limited, v_windows
-      FROM pgconductor.tasks AS t
-     WHERE pgconductor._gated(t) AND (p_task_keys IS NULL OR t.key = ANY (p_task_keys));
-    IF v_windows THEN
-        blocked := blocked || pgconductor._closed_tasks(p_now);
-        v_limited := ARRAY(SELECT k FROM unnest(v_limited) AS k WHERE NOT (k = ANY (blocked)) ORDER BY k);
-    END IF;
+    blocked := pgconductor._held_tasks(p_task_keys, p_now);
+    v_limited := ARRAY(SELECT t.key FROM pgconductor.tasks AS t
+                        WHERE pgconductor._limited(t) AND (p_task_keys IS NULL OR t.key = ANY (p_task_keys))
+                          AND NOT (t.key = ANY (blocked))
+                        ORDER BY t.key);
     IF cardinality(v_limited) = 0 THEN
         RETURN;
     END IF;
@@ -1707,6 +1723,35 @@ BEGIN
 END
 $$;
 
+-- True when queue p_queue holds due executions of the tasks p_task_keys (NULL: all) that a
+-- claim would take but for a concurrency or rate limit, or that a claim could take now: the
+-- queue and the task are not paused, the window is open, attempts are left, start_by has not
+-- passed. A worker draining the queue keeps going while this holds, even when its claims come
+-- back empty because other workers hold the slots. Locks nothing.
+CREATE FUNCTION pgconductor.has_due_work(p_queue text, p_task_keys text[] DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET jit = off
+AS $$
+DECLARE
+    v_now      timestamptz := pgconductor._now();
+    v_held     text[];
+    v_attempts jsonb;
+BEGIN
+    PERFORM pgconductor._assert_queue_name(p_queue);
+    IF coalesce((SELECT q.paused FROM pgconductor.queues AS q WHERE q.name = p_queue), true) THEN
+        RETURN false;
+    END IF;
+    v_held := pgconductor._held_tasks(p_task_keys, v_now);
+    SELECT coalesce(jsonb_object_agg(t.key, t.max_attempts), '{}') INTO v_attempts
+      FROM pgconductor.tasks AS t WHERE p_task_keys IS NULL OR t.key = ANY (p_task_keys);
+    RETURN EXISTS (SELECT 1 FROM pgconductor.executions AS c
+                    WHERE c.queue = p_queue AND pgconductor._claimable(c, v_now, p_task_keys, v_held, '{}', v_attempts));
+END
+$$;
+
 -- What flow control sees now, per task and concurrency key of the live executions (of queue
 -- p_queue, or all): running, pending (claimable when due), parked, the task's limits and
 -- whether the task or its queue is paused. Locks nothing; reads every live row (an
@@ -1926,6 +1971,7 @@ AS $$
            ('heartbeat', 'pgconductor_worker'), ('recover_stale', 'pgconductor_worker'),
            ('release_orchestrator', 'pgconductor_worker'), ('declare_task', 'pgconductor_worker'),
            ('save_steps', 'pgconductor_worker'), ('maintain', 'pgconductor_worker'),
+           ('has_due_work', 'pgconductor_worker'),
            ('register_task', 'pgconductor_admin'), ('create_queue', 'pgconductor_admin'),
            ('drop_queue', 'pgconductor_admin'), ('retry', 'pgconductor_admin'),
            ('retry_executions', 'pgconductor_admin'), ('prune_finished', 'pgconductor_admin'),

@@ -5,10 +5,11 @@
 -- key (22023); an execution not started by its start_by is skipped by the claim and ended
 -- 'expired' by maintain(); retention prunes by
 -- task policy (keep_completed 0: at the next pass; failed ones kept 30 days by default);
--- flow_status counts running and pending per key.
+-- has_due_work: true while due work waits only for a limit, false once the task is paused or
+-- nothing is due.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(18);
+SELECT plan(21);
 SET pgconductor.fake_now = '2026-10-01 09:00:00+00';
 SELECT pgconductor.heartbeat('00000000-0000-0000-0000-0000000000f1');
 CREATE FUNCTION pg_temp.claim(p_queue text, p_n integer) RETURNS integer LANGUAGE sql AS $$
@@ -61,6 +62,16 @@ SET pgconductor.fake_now = '2026-10-01 09:07:00+00';
 SELECT pgconductor.maintain();
 SELECT results_eq(format($$SELECT id FROM pgconductor.finished_executions WHERE id IN (%L, %L)$$, :'noisy_id', :'kept_id'),
                   format($$VALUES (%L::uuid)$$, :'kept_id'), 'keep_completed 0 goes at the next pass, the default keeps 7 days');
+
+
+-- has_due_work: what a draining worker asks when its claim comes back empty.
+SELECT pgconductor.register_task('one', p_max_running => 1);
+SELECT count(*) FROM pgconductor.invoke_batch('one', ARRAY['{}', '{}']::jsonb[], 'hd');
+SELECT is(pg_temp.claim('hd', 10), 1, 'the limit admits one');
+SELECT ok(pg_temp.claim('hd', 10) = 0 AND pgconductor.has_due_work('hd'), 'an empty claim, but due work waits for the slot');
+SELECT pgconductor.pause_task('one');
+SELECT ok(NOT pgconductor.has_due_work('hd') AND NOT pgconductor.has_due_work('hd', ARRAY['other']),
+          'not once the task is paused, nor for other tasks');
 
 SELECT * FROM finish();
 ROLLBACK;
