@@ -175,6 +175,37 @@ BEGIN
 END
 $$;
 
+-- The limits p_limits (from _claim_gate) less the executions p_ids of queue p_queue that this
+-- claim just leased, for its next round; with the tasks and task-and-key pairs that reached
+-- their limit. Locks nothing. Returns limits, blocked, blocked_keys.
+CREATE FUNCTION pgconductor._claim_spent(p_queue text, p_ids uuid[], p_limits jsonb,
+                                         OUT limits jsonb, OUT blocked text[], OUT blocked_keys text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WITH took AS (
+        SELECT e.task_key, coalesce(e.concurrency_key, '') AS k FROM pgconductor.executions AS e
+         WHERE e.queue = p_queue AND e.id = ANY (p_ids)
+    ), tasks_left AS (
+        SELECT t.key AS task_key, t.value::integer - (SELECT count(*) FROM took AS x WHERE x.task_key = t.key)::integer AS allow
+          FROM jsonb_each_text(p_limits->'task') AS t
+    ), keys_left AS (
+        SELECT x.task_key || pgconductor._key_sep() || x.k AS key,
+               coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
+                        (p_limits->'key_default'->>x.task_key)::integer) - count(*)::integer AS allow
+          FROM took AS x
+         WHERE p_limits->'key_default' ? x.task_key OR p_limits->'key' ? (x.task_key || pgconductor._key_sep() || x.k)
+         GROUP BY x.task_key, x.k
+    )
+    SELECT jsonb_set(jsonb_set(p_limits, '{task}', (SELECT coalesce(jsonb_object_agg(t.task_key, t.allow), '{}') FROM tasks_left AS t)),
+                     '{key}', p_limits->'key' || (SELECT coalesce(jsonb_object_agg(k.key, k.allow), '{}') FROM keys_left AS k)),
+           ARRAY(SELECT t.task_key FROM tasks_left AS t WHERE t.allow <= 0),
+           ARRAY(SELECT k.key FROM keys_left AS k WHERE k.allow <= 0)
+      INTO limits, blocked, blocked_keys;
+END
+$$;
+
 -- Charges the rate limits of the executions p_ids of queue p_queue just claimed: one token
 -- each from their task's bucket and their key's. Row locks: those buckets. Returns nothing.
 CREATE FUNCTION pgconductor._spend_tokens(p_queue text, p_ids uuid[], p_now timestamptz)
@@ -197,5 +228,5 @@ AS $$
                        FROM pgconductor.tasks AS t
                       CROSS JOIN LATERAL (SELECT CASE WHEN b.per_key THEN t.rate_limit_per_key ELSE t.rate_limit END AS capacity) AS c
                       WHERE t.key = b.task_key),
-           at = p_now
+           at = greatest(b.at, p_now)  -- a claim that waited for the lock must not credit the wait twice
 $$;

@@ -21,7 +21,8 @@
 -- starting after key p_cursor and wrapping around; a key of weight w (key_weights) gives w
 -- rows a round. Reads the queue's fair index (set_fair_share): one probe per key served, so
 -- the cost follows the batch, not the backlog or the number of keys. Locks what it returns
--- (SKIP LOCKED). Returns the ids in serving order and the last key served (the next cursor).
+-- (SKIP LOCKED). Returns the ids in serving order and the next cursor: the last key served,
+-- or the last key scanned when none gave a row.
 CREATE FUNCTION pgconductor._pick_fair(p_queue text, p_task_keys text[], p_blocked text[], p_blocked_keys text[],
                                        p_max_attempts jsonb, p_exclude uuid[], p_limit integer, p_now timestamptz,
                                        p_cursor text,
@@ -32,6 +33,8 @@ AS $$
 DECLARE
     v_keys text[];
     v_base integer;
+    v_got  uuid[];
+    v_full text[];
 BEGIN
     -- The next keys with pending rows after the cursor, then from the first key up to it: a
     -- loose scan (each step one probe of the index for the next greater key; keys contain no
@@ -69,27 +72,41 @@ BEGIN
         ids := '{}';
         RETURN;
     END IF;
-    -- Rows per weight unit: enough for the batch when every key has rows to give.
-    SELECT ceil(p_limit::numeric / sum(coalesce(w.weight, 1)))::integer INTO v_base
-      FROM unnest(v_keys) AS k(k)
-      LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k;
-    SELECT coalesce(array_agg(r.id ORDER BY r.round, r.ord, r.rn), '{}'),
-           (array_agg(r.k ORDER BY r.round DESC, r.ord DESC, r.rn DESC))[1]
-      INTO ids, cursor
-      FROM (SELECT x.id, k.k, k.ord, x.rn, ceil(x.rn::numeric / coalesce(w.weight, 1)) AS round,
-                   row_number() OVER (ORDER BY ceil(x.rn::numeric / coalesce(w.weight, 1)), k.ord, x.rn) AS pos
-              FROM unnest(v_keys) WITH ORDINALITY AS k(k, ord)
-              LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k
-             CROSS JOIN LATERAL (
-                SELECT c.id, row_number() OVER () AS rn
-                  FROM (SELECT c.id FROM pgconductor.executions AS c
-                         WHERE c.queue = p_queue AND coalesce(c.concurrency_key, '') COLLATE "C" = k.k
-                           AND pgconductor._claimable(c, p_now, p_task_keys, p_blocked, p_blocked_keys, p_max_attempts)
-                           AND NOT (c.id = ANY (p_exclude))
-                         ORDER BY coalesce(c.concurrency_key, '') COLLATE "C", c.priority, c.run_at, c.id
-                         LIMIT v_base * coalesce(w.weight, 1)
-                           FOR UPDATE SKIP LOCKED) AS c) AS x) AS r
-     WHERE r.pos <= p_limit;
+    -- Keys whose rows are not due yet, of tasks this worker does not serve, or at a limit give
+    -- nothing: when no key gives anything the cursor still moves past the keys scanned, so
+    -- the next round (or claim) reaches the keys after them.
+    cursor := v_keys[cardinality(v_keys)];
+    -- Passes: each gives every key still in play its share of what is left (rows per weight
+    -- unit, enough when every key has rows to give); a key that gave its whole share stays in
+    -- play for the next pass, so keys with nothing to give do not leave the batch short.
+    ids := '{}';
+    FOR v_pass IN 1..3 LOOP
+        SELECT ceil((p_limit - cardinality(ids))::numeric / sum(coalesce(w.weight, 1)))::integer INTO v_base
+          FROM unnest(v_keys) AS k(k)
+          LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k;
+        SELECT coalesce(array_agg(r.id ORDER BY r.pos), '{}'),
+               coalesce((array_agg(r.k ORDER BY r.pos DESC))[1], cursor),
+               coalesce(array_agg(DISTINCT r.k) FILTER (WHERE r.full_share), '{}')
+          INTO v_got, cursor, v_full
+          FROM (SELECT x.id, k.k, x.rn = v_base * coalesce(w.weight, 1) AS full_share,
+                       row_number() OVER (ORDER BY ceil(x.rn::numeric / coalesce(w.weight, 1)), k.ord, x.rn) AS pos
+                  FROM unnest(v_keys) WITH ORDINALITY AS k(k, ord)
+                  LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k
+                 CROSS JOIN LATERAL (
+                    SELECT c.id, row_number() OVER () AS rn
+                      FROM (SELECT c.id FROM pgconductor.executions AS c
+                             WHERE c.queue = p_queue AND coalesce(c.concurrency_key, '') COLLATE "C" = k.k
+                               AND pgconductor._claimable(c, p_now, p_task_keys, p_blocked, p_blocked_keys, p_max_attempts)
+                               AND NOT (c.id = ANY (p_exclude || ids))
+                             ORDER BY coalesce(c.concurrency_key, '') COLLATE "C", c.priority, c.run_at, c.id
+                             LIMIT v_base * coalesce(w.weight, 1)
+                               FOR UPDATE SKIP LOCKED) AS c) AS x) AS r
+         WHERE r.pos <= p_limit - cardinality(ids);
+        ids := ids || v_got;
+        -- Keep the serving order of v_keys for the keys still in play.
+        v_keys := ARRAY(SELECT k.k FROM unnest(v_keys) WITH ORDINALITY AS k(k, ord) WHERE k.k = ANY (v_full) ORDER BY k.ord);
+        EXIT WHEN cardinality(ids) >= p_limit OR cardinality(v_keys) = 0;
+    END LOOP;
 END
 $$;
 
@@ -99,8 +116,9 @@ $$;
 -- pauses, limits); pick (_claimable rows in key order from the claim position, or
 -- round-robin over keys in a fair-share queue); trim to what the limits admit
 -- (_claim_trim); lease; remember the position; revive the orchestrator. When the trim
--- dropped rows or a fair pick came up short, the gate and pick run again for the rest of
--- the batch (three rounds at most), so keys at their limit do not keep the others waiting. Row locks: the picked rows,
+-- dropped rows or a fair pick came up short, the pick runs again for the rest of the batch
+-- (four rounds at most) with what was leased taken off the limits (_claim_spent), so keys
+-- at their limit do not keep the others waiting. Row locks: the picked rows,
 -- the advisory locks of limited tasks, their rate buckets, then the orchestrator's row.
 -- Returns the claimed executions, with their stored steps. A paused queue returns nothing.
 CREATE FUNCTION pgconductor.get_executions(
@@ -122,13 +140,15 @@ DECLARE
     v_queue     record;
     v_gate      record;
     v_picked    uuid[];
-    v_ids       uuid[];
+    v_ids       uuid[] := '{}';
     v_taken     uuid[] := '{}';
     v_claimed   integer := 0;
     v_want      integer := p_batch_size;
     v_cont      uuid[] := '{}';
     v_head      uuid[] := '{}';
     v_fair      record;
+    v_spent     record;
+    v_keys_left boolean := false;
     v_setting   text := 'pgconductor.claim_position_' || replace(p_queue, '-', '$');
     v_filter    text := md5(coalesce(p_task_keys::text, '*'));
     v_position  text[];
@@ -169,9 +189,16 @@ BEGIN
       FROM pgconductor.tasks AS t WHERE p_task_keys IS NULL OR t.key = ANY (p_task_keys);
     SELECT '{}'::text[] AS blocked, '{}'::text[] AS blocked_keys, NULL::jsonb AS limits INTO v_gate;
 
-    FOR v_round IN 1..3 LOOP
-        IF v_gated THEN
+    FOR v_round IN 1..4 LOOP
+        IF v_gated AND v_round = 1 THEN
             SELECT * INTO v_gate FROM pgconductor._claim_gate(p_task_keys, v_now);
+        ELSIF v_gate.limits IS NOT NULL AND cardinality(v_ids) > 0 THEN
+            -- Later rounds: what the last round leased comes off the limits (the advisory locks
+            -- are still held, so nobody else changed the counts meanwhile).
+            SELECT * INTO v_spent FROM pgconductor._claim_spent(p_queue, v_ids, v_gate.limits);
+            v_gate.limits := v_spent.limits;
+            v_gate.blocked := v_gate.blocked || v_spent.blocked;
+            v_gate.blocked_keys := v_gate.blocked_keys || v_spent.blocked_keys;
         END IF;
 
         IF v_queue.fair_share THEN
@@ -180,6 +207,7 @@ BEGIN
                 p_queue, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts, v_taken, v_want, v_now,
                 nullif(current_setting(v_setting || '$fair', true), ''));
             v_picked := v_fair.ids;
+            v_keys_left := v_fair.cursor IS NOT NULL;
             PERFORM set_config(v_setting || '$fair', coalesce(v_fair.cursor, ''), false);
         ELSE
             -- The position is "priority|run_at|id|head pass at|filter". A continued claim that
@@ -276,8 +304,10 @@ BEGIN
         -- Another round when the limits trimmed rows, or when a fair pick came up short
         -- (a key had fewer rows than its share).
         v_want := p_batch_size - v_claimed;
-        EXIT WHEN v_want = 0 OR cardinality(v_picked) = 0
-               OR (NOT v_queue.fair_share AND (v_gate.limits IS NULL OR cardinality(v_ids) = cardinality(v_picked)));
+        EXIT WHEN v_want = 0
+               OR (v_queue.fair_share AND NOT v_keys_left)
+               OR (NOT v_queue.fair_share AND (cardinality(v_picked) = 0 OR v_gate.limits IS NULL
+                                               OR cardinality(v_ids) = cardinality(v_picked)));
     END LOOP;
     IF v_claimed = 0 THEN
         RETURN;

@@ -3,10 +3,11 @@
 -- starve one with 3 or one with 1 (every claim serves each key in turn); a key alone gets
 -- the whole batch; weight 3 gets three rows for each row of weight 1; executions without a
 -- key form one key; turning it off drops the index; bad weights are refused (22023), an
--- unknown queue is P0002.
+-- unknown queue is P0002; keys with nothing due do not starve a key behind them (the cursor
+-- moves past the keys scanned even when none gave a row).
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(10);
+SELECT plan(11);
 SET pgconductor.fake_now = '2026-08-01 09:00:00+00';
 SELECT pgconductor.set_fair_share('fair', true);
 SELECT has_index('pgconductor', 'executions_fair$', 'executions_fair$f', 'set_fair_share makes the round-robin index');
@@ -39,6 +40,18 @@ SELECT pgconductor.set_fair_share('fair', false);
 SELECT hasnt_index('pgconductor', 'executions_fair$', 'executions_fair$f', 'turning it off drops the index');
 SELECT throws_ok($$SELECT pgconductor.set_key_weight('fair', 'heavy', 0)$$, '22023', NULL, 'a weight below 1 is refused');
 SELECT throws_ok($$SELECT pgconductor.set_key_weight('nowhere', 'k', 2)$$, 'P0002', NULL, 'a weight in an unknown queue too');
+
+
+-- 60 keys whose rows are due in an hour sort before the one key with due rows.
+SELECT pgconductor.set_fair_share('later', true);
+SELECT count(*) FROM pgconductor.invoke_batch(array_fill('job'::text, ARRAY[60]), array_fill('{}'::jsonb, ARRAY[60]),
+    array_fill('later'::text, ARRAY[60]), array_fill('2026-08-01 10:00:00+00'::timestamptz, ARRAY[60]), NULL, NULL,
+    ARRAY(SELECT 'a' || lpad(g::text, 3, '0') FROM generate_series(1, 60) AS g));
+SELECT count(*) FROM pgconductor.invoke_batch(array_fill('job'::text, ARRAY[20]), array_fill('{}'::jsonb, ARRAY[20]),
+    array_fill('later'::text, ARRAY[20]), NULL, NULL, NULL, array_fill('zz'::text, ARRAY[20]));
+SELECT is((SELECT count(*)::integer FROM pgconductor.get_executions(ARRAY['job'], '00000000-0000-0000-0000-0000000000d2', 10, 'later'))
+          + (SELECT count(*)::integer FROM pgconductor.get_executions(ARRAY['job'], '00000000-0000-0000-0000-0000000000d2', 10, 'later')),
+          10, 'keys with nothing due do not starve the key behind them');
 
 SELECT * FROM finish();
 ROLLBACK;
