@@ -99,6 +99,11 @@ class DatabaseClient(Protocol):
         """Claim up to `batch_size` due executions of `queue`."""
         ...
 
+    async def has_due_work(self, queue: str, task_keys: Sequence[str] | None) -> bool:
+        """Whether due executions of the tasks wait, for a limit or a claim (False before
+        extension 0.7.0): a draining worker's empty claim ends the drain only when not."""
+        ...
+
     async def return_executions(
         self, orchestrator_id: UUID, results: Sequence[ExecutionResult]
     ) -> list[ReturnOutcome]:

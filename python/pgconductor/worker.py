@@ -12,7 +12,9 @@
 `stop()` stops fetching, waits `grace_period` for running handlers, aborts the rest (they
 are released once they have stopped), waits `abort_grace`, gives up on handlers that still
 run (no result: SQL recovery handles their lease) and flushes. `drain()` runs until no due
-work is left, nothing runs and every result is flushed (not at the first empty fetch: G13).
+work is left, nothing runs and every result is flushed: an idle worker's empty claim ends it
+only when `has_due_work` says no due execution waits for a limit either (other workers may
+hold the slots, the rate bucket may be empty), not at the first empty fetch (G13).
 """
 
 from __future__ import annotations
@@ -324,7 +326,7 @@ class Worker(Service):
                 if len(claimed) >= want:
                     continue
                 if self._draining:
-                    if idle_before and not claimed:
+                    if idle_before and not claimed and await self._nothing_due():
                         return
                     await wait_event(self._capacity, jittered(self.poll_interval), self.clock)
                 else:
@@ -332,6 +334,16 @@ class Worker(Service):
         finally:
             if self._draining:
                 self._drained.set()
+
+    async def _nothing_due(self) -> bool:
+        """After an idle drain's empty claim: True when no due work waits for a limit either
+        (an error counts as work waiting: the next claim retries)."""
+        try:
+            return not await self.client.has_due_work(self.queue, self._task_keys)
+        except Exception as exc:
+            self.stats.fetch_errors += 1
+            self.log.warning("%s: has_due_work failed (%s); claiming again", self.name, exc)
+            return False
 
     def _start_all(self, claimed: list[ClaimedExecution]) -> None:
         self.stats.claimed += len(claimed)

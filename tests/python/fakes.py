@@ -220,6 +220,10 @@ class FakeDatabaseClient:
             "get_executions", list, orchestrator_id, queue, task_keys, batch_size
         )
 
+    async def has_due_work(self, queue: str, task_keys: Sequence[str] | None) -> bool:
+        """Record; default answer: nothing due (set `responses["has_due_work"]` otherwise)."""
+        return await self._answer_async("has_due_work", False, queue, task_keys)
+
     async def return_executions(
         self, orchestrator_id: UUID, results: Sequence[ExecutionResult]
     ) -> list[ReturnOutcome]:

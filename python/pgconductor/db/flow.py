@@ -1,7 +1,8 @@
 """`FlowCalls`: the flow-control functions of extension 0.7.0, one typed method each.
 
 `SqlDatabaseClient` inherits them. A call to an extension older than 0.7.0 (no such
-function: SQLSTATE 42883) raises one line that names the version needed.
+function: SQLSTATE 42883) raises one line that names the version needed, but for
+`has_due_work`, which answers False there: without limits nothing due waits for one.
 """
 
 from __future__ import annotations
@@ -168,6 +169,17 @@ class FlowCalls(StatementRunner):
         (`{"skipped": true}` when another pass was running)."""
         counts = await self._run_flow(CALLS["maintain"], {"limit": limit}, rows.scalar)
         return dict(counts or {})
+
+    async def has_due_work(self, queue: str, task_keys: Sequence[str] | None) -> bool:
+        """Call `pgconductor.has_due_work`: whether due executions of the tasks wait for a
+        limit (or a claim); False on an extension before 0.7.0, which has no limits."""
+        params = {"queue": queue, "task_keys": None if task_keys is None else list(task_keys)}
+        try:
+            return bool(await self._run(CALLS["has_due_work"], params, rows.scalar))
+        except PgConductorError as exc:
+            if exc.sqlstate != _UNDEFINED_FUNCTION or "pgconductor.has_due_work(" not in str(exc):
+                raise
+            return False  # before 0.7.0: no limits, so no due work waits for one
 
     async def flow_status(self, queue: str | None = None) -> list[FlowStatus]:
         """Call `pgconductor.flow_status`: running and pending per task and key, the limits."""

@@ -215,6 +215,7 @@ CALLS: dict[str, Call] = {
         _call("set_fair_share", "queue text, enabled boolean"),
         _call("set_key_weight", "queue text, key text, weight integer"),
         _call("maintain", "limit integer"),
+        _call("has_due_work", "queue text, task_keys text[]"),
         _call(
             "flow_status",
             "queue text",
