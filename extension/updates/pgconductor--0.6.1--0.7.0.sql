@@ -1331,13 +1331,11 @@ BEGIN
 
         -- Another round when the limits trimmed rows, or when a fair pick came up short
         -- (a key had fewer rows than its share).
-        -- (A round that got at least half of what it wanted is enough: each round costs a pick.)
-        EXIT WHEN v_want - cardinality(v_ids) = 0
+        v_want := p_batch_size - v_claimed;
+        EXIT WHEN v_want = 0
                OR (v_queue.fair_share AND NOT v_keys_left)
                OR (NOT v_queue.fair_share AND (cardinality(v_picked) = 0 OR v_gate.limits IS NULL
-                                               OR cardinality(v_ids) = cardinality(v_picked)
-                                               OR cardinality(v_ids) * 2 >= v_want));
-        v_want := p_batch_size - v_claimed;
+                                               OR cardinality(v_ids) = cardinality(v_picked)));
     END LOOP;
     IF v_claimed = 0 THEN
         RETURN;
