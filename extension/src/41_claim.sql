@@ -16,6 +16,34 @@
 -- written under a pinned DateStyle, and one that does not parse is ignored, so no session
 -- setting can make a claim fail.
 
+-- Up to p_limit concurrency keys ('' for none) of queue p_queue's pending rows, in "C"
+-- order, from p_from on and no greater than p_upto (NULL: no bound): a loose scan of the fair
+-- index, each step one probe for the next greater key (keys contain no control characters,
+-- so in "C" order k || chr(1) is where the keys after k begin). Locks nothing. PL/pgSQL: a
+-- SQL function in a PL/pgSQL expression would keep its plans for the transaction.
+CREATE FUNCTION pgconductor._fair_keys(p_queue text, p_from text, p_upto text, p_limit integer)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN ARRAY(
+        WITH RECURSIVE ks(k, n) AS (
+            SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                     WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                       AND coalesce(e.concurrency_key, '') COLLATE "C" >= p_from
+                     ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), 1
+            UNION ALL
+            SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
+                     WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
+                       AND coalesce(e.concurrency_key, '') COLLATE "C" >= ks.k || chr(1)
+                     ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), ks.n + 1
+              FROM ks WHERE ks.k IS NOT NULL AND (p_upto IS NULL OR ks.k < p_upto COLLATE "C") AND ks.n < p_limit
+        )
+        SELECT ks.k FROM ks WHERE ks.k IS NOT NULL AND (p_upto IS NULL OR ks.k <= p_upto COLLATE "C"));
+END
+$$;
+
 -- The fair-share pick of queue p_queue: up to p_limit claimable rows (_claimable with the
 -- other arguments), round-robin over its concurrency keys (rows without one form key ''),
 -- starting after key p_cursor and wrapping around; a key of weight w (key_weights) gives w
@@ -36,37 +64,10 @@ DECLARE
     v_got  uuid[];
     v_full text[];
 BEGIN
-    -- The next keys with pending rows after the cursor, then from the first key up to it: a
-    -- loose scan (each step one probe of the index for the next greater key; keys contain no
-    -- control characters, so in "C" order k || chr(1) is where the keys after k begin).
-    v_keys := ARRAY(
-        WITH RECURSIVE ks(k, n) AS (
-            SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
-                     WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
-                       AND coalesce(e.concurrency_key, '') COLLATE "C" >= coalesce(p_cursor || chr(1), '')
-                     ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), 1
-            UNION ALL
-            SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
-                     WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
-                       AND coalesce(e.concurrency_key, '') COLLATE "C" >= ks.k || chr(1)
-                     ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), ks.n + 1
-              FROM ks WHERE ks.k IS NOT NULL AND ks.n < p_limit
-        )
-        SELECT ks.k FROM ks WHERE ks.k IS NOT NULL);
+    -- The next keys with pending rows after the cursor, then from the first key up to it.
+    v_keys := pgconductor._fair_keys(p_queue, coalesce(p_cursor || chr(1), ''), NULL, p_limit);
     IF cardinality(v_keys) < p_limit AND p_cursor IS NOT NULL THEN
-        v_keys := v_keys || ARRAY(
-            WITH RECURSIVE ks(k, n) AS (
-                SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
-                         WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
-                         ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), 1
-                UNION ALL
-                SELECT (SELECT coalesce(e.concurrency_key, '') COLLATE "C" FROM pgconductor.executions AS e
-                         WHERE e.queue = p_queue AND e.locked_by IS NULL AND e.waiting IS NULL
-                           AND coalesce(e.concurrency_key, '') COLLATE "C" >= ks.k || chr(1)
-                         ORDER BY coalesce(e.concurrency_key, '') COLLATE "C" LIMIT 1), ks.n + 1
-                  FROM ks WHERE ks.k IS NOT NULL AND ks.k < p_cursor AND ks.n < p_limit - cardinality(v_keys)
-            )
-            SELECT ks.k FROM ks WHERE ks.k IS NOT NULL AND ks.k <= p_cursor COLLATE "C");
+        v_keys := v_keys || pgconductor._fair_keys(p_queue, '', p_cursor, p_limit - cardinality(v_keys));
     END IF;
     IF cardinality(v_keys) = 0 THEN
         ids := '{}';
