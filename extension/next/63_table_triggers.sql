@@ -45,8 +45,8 @@ $$;
 
 -- The table p_table names ('schema.table', quoted as SQL quotes identifiers, e.g.
 -- '"My Schema"."Orders"'; unqualified names are looked up in pg_catalog only). Raises 42P01
--- for an unknown table or a bad name, 42809 for a view or other non-table, 22023 for a table
--- of pgconductor or of the system. Locks nothing.
+-- for an unknown table or a bad name, 42809 for a view or other non-table or a partition (its
+-- partitioned table is subscribed), 22023 for a table of pgconductor or of the system. Locks nothing.
 CREATE FUNCTION pgconductor._user_table(p_table text)
 RETURNS regclass
 LANGUAGE plpgsql STABLE
@@ -55,6 +55,7 @@ AS $$
 DECLARE
     v_table regclass;
     v_kind  "char";
+    v_part  boolean;
     v_nsp   text;
 BEGIN
     v_table := pgconductor._regclass(p_table);
@@ -62,8 +63,12 @@ BEGIN
         RAISE EXCEPTION 'unknown table %', pgconductor._show(p_table)
             USING ERRCODE = '42P01', HINT = 'Name it with its schema, quoted as in SQL: public.orders, "My Schema"."Orders".';
     END IF;
-    SELECT c.relkind, n.nspname INTO v_kind, v_nsp
+    SELECT c.relkind, c.relispartition, n.nspname INTO v_kind, v_part, v_nsp
       FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = v_table;
+    IF v_part THEN
+        RAISE EXCEPTION '% is a partition', pgconductor._show(p_table)
+            USING ERRCODE = '42809', HINT = 'Subscribe to its partitioned table: the trigger reaches every partition.';
+    END IF;
     IF v_kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', pgconductor._show(p_table)
             USING ERRCODE = '42809', HINT = 'Subscribe to a table (plain or partitioned), not a view, sequence or index.';
@@ -135,7 +140,8 @@ $$;
 
 -- The trigger function of every table subscription (AFTER ROW). TG_ARGV: task key, queue
 -- ('' for the task's), then the chosen columns (none: all). Enqueues one execution with
--- payload {op: insert|update|delete, table: "schema.name", old, new}, old and new holding only
+-- payload {op: insert|update|delete, table: "schema.name" (a partition's row names its
+-- partitioned table), old, new}, old and new holding only
 -- the chosen columns (NULL where the op has none). An update that changed none of them
 -- enqueues nothing. SECURITY DEFINER: whoever may change the table enqueues through it, with
 -- no privilege on pgconductor's tables. Returns NULL.
@@ -149,6 +155,7 @@ DECLARE
     v_columns text[] := CASE WHEN TG_NARGS > 2 THEN TG_ARGV[2:TG_NARGS - 1] END;
     v_old     jsonb;
     v_new     jsonb;
+    v_root    regclass;
 BEGIN
     IF TG_OP <> 'INSERT' THEN
         v_old := pgconductor._project(to_jsonb(OLD), v_columns);
@@ -159,8 +166,11 @@ BEGIN
     IF TG_OP = 'UPDATE' AND v_old = v_new THEN
         RETURN NULL;
     END IF;
+    -- A row of a partition fired the trigger cloned from the subscribed partitioned table.
+    v_root := pg_partition_root(TG_RELID);
     PERFORM pgconductor._submit_one(
-        TG_ARGV[0], jsonb_build_object('op', lower(TG_OP), 'table', format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+        TG_ARGV[0], jsonb_build_object('op', lower(TG_OP),
+                                       'table', coalesce(v_root::text, format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)),
                                        'old', v_old, 'new', v_new),
         nullif(TG_ARGV[1], ''), NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     RETURN NULL;

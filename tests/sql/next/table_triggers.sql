@@ -4,16 +4,17 @@
 -- enqueue one execution with payload {op, table, old, new} (NULL old or new where the op has
 -- none); an update that changes nothing enqueues nothing; with chosen columns old and new
 -- carry only them and an update of other columns enqueues nothing; ops limit what fires; a
--- WHEN clause filters rows; the queue is the subscription's; an insert rolled back enqueues
--- nothing; a role without any privilege on pgconductor enqueues; subscribing again with the same settings keeps the trigger, with others replaces
--- it; hostile schema, table and column names (quotes, ";", "--", mixed case) are quoted
--- everywhere and run nothing; unsubscribe drops the trigger and row; a dropped table's row
--- goes; the static sync drops only undeclared static ones; unknown tables raise 42P01,
--- unknown columns 42703, bad ops and WHEN clauses 22023, a view 42809, a role without the
--- TRIGGER privilege 42501, each changing nothing.
+-- WHEN clause filters rows; the queue is the subscription's; a role without any privilege on
+-- pgconductor enqueues; an insert rolled back enqueues nothing; subscribing again with the
+-- same settings keeps the trigger, with others replaces it; a partition's row names its
+-- partitioned table; hostile schema, table and column names (quotes, ";", "--", mixed case)
+-- are quoted everywhere and run nothing; unsubscribe drops the trigger and row; a dropped
+-- table's row goes; the static sync drops only undeclared static ones; unknown tables raise
+-- 42P01, unknown columns 42703, bad ops and WHEN clauses 22023, a view or partition 42809, a
+-- role without the TRIGGER privilege 42501, each changing nothing.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(51);
+SELECT plan(53);
 SET pgconductor.fake_now = '2026-05-01 10:00:00+00';
 
 CREATE TABLE public.orders (id integer PRIMARY KEY, status text, amount integer, note text);
@@ -95,6 +96,15 @@ DELETE FROM public.orders WHERE id = 2;
 SELECT is((SELECT payload FROM pgconductor.executions WHERE task_key = 'big-orders' AND payload->>'op' = 'delete'),
           '{"op": "delete", "table": "public.orders", "old": {"id": 2}, "new": null}'::jsonb, 'and fire with the new settings');
 
+-- A partitioned table.
+CREATE TABLE public.ledger (id integer, day date) PARTITION BY RANGE (day);
+CREATE TABLE public.ledger_may PARTITION OF public.ledger FOR VALUES FROM ('2026-05-01') TO ('2026-06-01');
+SELECT pgconductor.subscribe_table('book', 'public.ledger', '{insert}');
+INSERT INTO public.ledger VALUES (1, '2026-05-02');
+SELECT results_eq($$SELECT * FROM pg_temp.payloads('book')$$,
+                  $$VALUES ('{"op": "insert", "table": "public.ledger", "old": null, "new": {"id": 1, "day": "2026-05-02"}}'::jsonb)$$,
+                  'a partition''s row fires the partitioned table''s subscription, named after it');
+
 -- Hostile identifiers.
 CREATE TABLE public.x (id integer);
 CREATE SCHEMA "we""ird; DROP TABLE x; --";
@@ -152,6 +162,7 @@ SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'public.nope')$$, '42
 SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'orders')$$, '42P01', NULL, 'so does an unqualified one');
 SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'public."orders')$$, '42P01', NULL, 'and a malformed name');
 SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'public.orders_view')$$, '42809', NULL, 'a view raises 42809');
+SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'public.ledger_may')$$, '42809', NULL, 'so does a partition');
 SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'pgconductor.executions')$$, '22023', NULL, 'pgconductor''s tables are refused');
 SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'public.orders', p_columns => '{id,Status}')$$, '42703', NULL,
                  'an unknown column raises 42703 (case counts)');
