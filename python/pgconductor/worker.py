@@ -2,7 +2,10 @@
 
 - **fetch** claims `min(free slots, fetch_batch)` executions in one `get_executions` call and
   never more than there are free slots; a full batch is followed by another fetch at once,
-  a short one by a wait for `notify()` (NOTIFY on the queue) or a jittered poll.
+  an empty one by a wait for `notify()` (NOTIFY on the queue) or a jittered poll, and a
+  short one that took something by the same wait ended early by this worker's next flush:
+  under concurrency limits a short claim is the norm, and the slots it waits for are freed
+  by completions, which send no NOTIFY.
 - **execute** runs each handler through `executor.execute` in one task; its slot is given
   back in a `finally`, so no path can leak a slot (the original's G2).
 - **flush** buffers results and sends them with one `return_executions` call per batch (by
@@ -158,7 +161,8 @@ class Worker(Service):
         self._max_unflushed = 2 * max(flush_batch, concurrency)
         self._draining = False
         self._stopping = False
-        self._wake = asyncio.Event()  # notify(), stop
+        self._wake = asyncio.Event()  # notify(), stop; a flush after a short non-empty claim
+        self._wake_on_flush = False
         self._capacity = asyncio.Event()  # a slot freed, a batch flushed, stop
         self._settled = asyncio.Event()  # nothing runs any more, or a forced stop
         self._settled.set()
@@ -306,6 +310,7 @@ class Worker(Service):
                 want = min(free, self.fetch_batch)
                 idle_before = self._is_idle()
                 self._wake.clear()
+                self._wake_on_flush = False
                 self.fetch_sent_at = self.clock.monotonic()
                 self.stats.fetches += 1
                 try:
@@ -325,6 +330,8 @@ class Worker(Service):
                 self._start_all(claimed)
                 if len(claimed) >= want:
                     continue
+                # Short but not empty: the rest may wait for limit slots that completions free.
+                self._wake_on_flush = bool(claimed)
                 if self._draining:
                     if idle_before and not claimed and await self._nothing_due():
                         return
@@ -438,6 +445,9 @@ class Worker(Service):
 
     def _flushed(self) -> None:
         self._capacity.set()
+        if self._wake_on_flush:
+            self._wake_on_flush = False
+            self._wake.set()
 
     def _flush_failed(self, exc: Exception) -> None:
         self.stats.flush_errors += 1

@@ -188,8 +188,9 @@ async def test_cancel_and_lease_lost_signals_reach_the_handler(
     fake: FakeDatabaseClient, make: Callable[..., Orchestrator], wait_until: WaitUntil
 ) -> None:
     to_cancel, to_lose = claimed("a", {"block": True}), claimed("a", {"block": True})
+    backlog = Backlog([to_cancel, to_lose])  # one backlog: a claim never returns a row twice
     fake.responses["get_executions"] = lambda oid, queue, keys, n: (
-        Backlog([to_cancel, to_lose])(oid, queue, keys, n) if queue == "default" else []
+        backlog(oid, queue, keys, n) if queue == "default" else []
     )
     orchestrator = make()
     await orchestrator.start()

@@ -156,6 +156,34 @@ async def test_notify_wakes_the_fetch_loop(
     await wait_until(lambda: len(flushed(fake)) == 2, timeout=2.0)
 
 
+async def test_short_claim_that_took_something_claims_again_after_its_flush(
+    fake: FakeDatabaseClient, make_worker: Callable[..., Worker], wait_until: WaitUntil
+) -> None:
+    # A limit admits 2 a claim and no NOTIFY comes when they complete: the worker claims the
+    # rest once their results are flushed, not at the next poll.
+    backlog = Backlog(rows(6, "quick"))
+    fake.responses["get_executions"] = lambda oid, queue, keys, n: backlog(oid, queue, keys, min(n, 2))
+    worker = make_worker(concurrency=10, poll_interval=60.0)
+    await worker.start()
+    await wait_until(lambda: len(flushed(fake)) == 6, timeout=2.0)
+    assert backlog.requests[:3] == [2, 2, 2]
+
+
+async def test_empty_claim_waits_for_notify_not_for_flushes(
+    fake: FakeDatabaseClient, make_worker: Callable[..., Worker], wait_until: WaitUntil
+) -> None:
+    backlog = Backlog()
+    fake.responses["get_executions"] = backlog
+    worker = make_worker(concurrency=10, poll_interval=60.0)
+    await worker.start()
+    await wait_until(lambda: backlog.requests)
+    backlog.add(*rows(3, "quick"))
+    await asyncio.sleep(0.05)
+    assert len(backlog.requests) == 1  # nothing wakes an idle worker but notify or the poll
+    worker.notify()
+    await wait_until(lambda: len(flushed(fake)) == 3, timeout=2.0)
+
+
 async def test_polls_when_nobody_notifies(
     fake: FakeDatabaseClient, make_worker: Callable[..., Worker], wait_until: WaitUntil
 ) -> None:
