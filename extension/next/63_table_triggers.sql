@@ -207,7 +207,6 @@ DECLARE
     v_bad     text;
     v_trigger text := pgconductor._table_trigger_name(p_task_key);
     v_old     pgconductor.table_subscriptions;
-    v_exists  boolean;
 BEGIN
     PERFORM pgconductor._assert_task_key(p_task_key);
     v_table := pgconductor._user_table(p_table);
@@ -243,17 +242,22 @@ BEGIN
 
     DELETE FROM pgconductor.table_subscriptions AS s  -- tables dropped since took their triggers
      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class AS c WHERE c.oid = s.table_name);
+    -- Worker start declares its subscriptions again: the same settings change nothing, and
+    -- take no lock on the table.
     SELECT * INTO v_old FROM pgconductor.table_subscriptions AS s
-     WHERE s.task_key = p_task_key AND s.table_name = v_table FOR UPDATE;
-    v_exists := EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = v_table AND t.tgname = v_trigger);
-    IF FOUND AND v_exists AND v_old.ops = v_ops AND v_old.columns IS NOT DISTINCT FROM v_columns
-       AND v_old.when_clause IS NOT DISTINCT FROM p_when AND v_old.queue IS NOT DISTINCT FROM p_queue THEN
+     WHERE s.task_key = p_task_key AND s.table_name = v_table;
+    IF v_old.ops = v_ops AND v_old.columns IS NOT DISTINCT FROM v_columns
+       AND v_old.when_clause IS NOT DISTINCT FROM p_when AND v_old.queue IS NOT DISTINCT FROM p_queue
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = v_table AND t.tgname = v_trigger) THEN
         UPDATE pgconductor.table_subscriptions AS s SET static = coalesce(p_static, false)
          WHERE s.task_key = p_task_key AND s.table_name = v_table;
         RETURN v_trigger;
     END IF;
 
-    IF v_exists THEN
+    -- The lock CREATE TRIGGER takes, taken first: a concurrent call for the same table waits
+    -- here, then sees the trigger this one made.
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', v_table);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = v_table AND t.tgname = v_trigger) THEN
         EXECUTE format('DROP TRIGGER %I ON %s', v_trigger, v_table);
     END IF;
     BEGIN
@@ -298,6 +302,11 @@ BEGIN
     DELETE FROM pgconductor.table_subscriptions AS s
      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class AS c WHERE c.oid = s.table_name);
     v_table := pgconductor._regclass(p_table);
+    IF NOT EXISTS (SELECT 1 FROM pgconductor.table_subscriptions AS s WHERE s.task_key = p_task_key AND s.table_name = v_table) THEN
+        RETURN false;
+    END IF;
+    -- Table first, then the row: the order subscribe_table() takes them in.
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', v_table);
     DELETE FROM pgconductor.table_subscriptions AS s WHERE s.task_key = p_task_key AND s.table_name = v_table;
     IF NOT FOUND THEN
         RETURN false;
