@@ -139,12 +139,12 @@ END
 $$;
 
 -- The trigger function of every table subscription (AFTER ROW). TG_ARGV: task key, queue
--- ('' for the task's), then the chosen columns (none: all). Enqueues one execution with
--- payload {op: insert|update|delete, table: "schema.name" (a partition's row names its
--- partitioned table), old, new}, old and new holding only
--- the chosen columns (NULL where the op has none). An update that changed none of them
--- enqueues nothing. SECURITY DEFINER: whoever may change the table enqueues through it, with
--- no privilege on pgconductor's tables. Returns NULL.
+-- ('' for the task's), then the chosen columns (none: all). Enqueues one execution (one
+-- INSERT, _submit_one) with payload {op: insert|update|delete, table: "schema.name" (a
+-- partition's row names its partitioned table), old, new}, old and new holding only the
+-- chosen columns (NULL where the op has none). An update that changed none of them enqueues
+-- nothing. SECURITY DEFINER: whoever may change the table enqueues through it, with no
+-- privilege on pgconductor's tables. Returns NULL.
 CREATE FUNCTION pgconductor._table_changed()
 RETURNS trigger
 LANGUAGE plpgsql
