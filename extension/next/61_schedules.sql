@@ -176,7 +176,8 @@ END
 $$;
 
 -- Deletes up to p_limit occurrence records made more than _keep_events() before p_now (their
--- executions stay). Returns how many. Called by maintain().
+-- executions stay; the tick never goes back past next_run_at, but a backfill of a period that
+-- old makes its occurrences again). Returns how many. Called by maintain().
 CREATE FUNCTION pgconductor._prune_schedule_occurrences(p_now timestamptz, p_limit integer)
 RETURNS integer
 LANGUAGE plpgsql

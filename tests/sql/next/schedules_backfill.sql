@@ -3,10 +3,11 @@
 -- nothing; an overlapping period makes only the new ones; an empty period makes none; a paused
 -- schedule backfills; across a DST change the rule of _cron_next holds; bad input (period
 -- backwards or NULL, unknown schedule, more than 10,000 occurrences) raises in one line and
--- makes nothing.
+-- makes nothing; retention (_prune_schedule_occurrences) deletes the records made more than 7
+-- days ago, p_limit at a time, and leaves the executions.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(12);
+SELECT plan(14);
 SET pgconductor.fake_now = '2025-06-01 18:00:00+00';
 
 SELECT pgconductor.schedule('hourly', 'h', '0 * * * *', '{"x": true}');
@@ -38,6 +39,12 @@ SELECT throws_ok($$SELECT pgconductor.backfill('nope', '2025-06-01', '2025-06-02
                  'unknown schedule ''nope''', 'an unknown schedule');
 SELECT is(ARRAY[(SELECT count(*) FROM pgconductor.schedule_occurrences), (SELECT count(*) FROM pgconductor.executions)],
           ARRAY[9, 9]::bigint[], 'nothing more was made');
+
+SELECT is(ARRAY[pgconductor._prune_schedule_occurrences('2025-06-08 18:00:00+00', 100),
+                pgconductor._prune_schedule_occurrences('2025-06-08 18:00:01+00', 5),
+                pgconductor._prune_schedule_occurrences('2025-06-08 18:00:01+00', 100)],
+          ARRAY[0, 5, 4], 'retention: records made more than 7 days ago, p_limit at a time');
+SELECT is((SELECT count(*) FROM pgconductor.executions), 9::bigint, 'retention leaves the executions');
 
 SELECT * FROM finish();
 ROLLBACK;
