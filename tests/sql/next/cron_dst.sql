@@ -6,10 +6,11 @@
 -- Cases: a daily job inside the skipped hour runs once that day, at 03:00; a daily job inside
 -- the repeated hour runs once that day, in its first pass; the days around run at their usual
 -- wall-clock time; an hourly job skips the repeated hour; times in the gap collapse to one
--- run; asked from inside the second pass, the first pass counts as done.
+-- run; asked from inside the second pass, the first pass counts as done. Beyond the two:
+-- a gap at midnight (America/Santiago) and a half-hour change (Australia/Lord_Howe).
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(12);
+SELECT plan(14);
 
 -- The p_n occurrences after p_after.
 CREATE FUNCTION pg_temp.seq(p_cron text, p_tz text, p_after timestamptz, p_n integer) RETURNS timestamptz[]
@@ -65,6 +66,13 @@ SELECT is(pg_temp.seq('45 1 * * *', 'America/New_York', '2025-11-02 06:30+00', 1
 SELECT is(pg_temp.seq('*/20 * * * *', 'America/New_York', '2025-11-02 06:30+00', 2),
           ARRAY['2025-11-02 07:00+00', '2025-11-02 07:20+00']::timestamptz[],
           'New York fall: from the second pass, the next run is at 02:00 EST');
+
+SELECT is(pg_temp.seq('0 0 * * *', 'America/Santiago', '2025-09-06 12:00+00', 2),
+          ARRAY['2025-09-07 04:00+00', '2025-09-08 03:00+00']::timestamptz[],
+          'Santiago: midnight does not exist on 7 September; the daily run is at 01:00 -03');
+SELECT is(pg_temp.seq('15 2 * * *', 'Australia/Lord_Howe', '2025-10-04 12:00+00', 2),
+          ARRAY['2025-10-04 15:30+00', '2025-10-05 15:15+00']::timestamptz[],
+          'Lord Howe: 02:15 falls in a half-hour gap and runs at 02:30 +11');
 
 SELECT * FROM finish();
 ROLLBACK;
