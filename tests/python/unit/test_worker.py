@@ -162,7 +162,9 @@ async def test_short_claim_that_took_something_claims_again_after_its_flush(
     # A limit admits 2 a claim and no NOTIFY comes when they complete: the worker claims the
     # rest once their results are flushed, not at the next poll.
     backlog = Backlog(rows(6, "quick"))
-    fake.responses["get_executions"] = lambda oid, queue, keys, n: backlog(oid, queue, keys, min(n, 2))
+    fake.responses["get_executions"] = lambda oid, queue, keys, n: backlog(
+        oid, queue, keys, min(n, 2)
+    )
     worker = make_worker(concurrency=10, poll_interval=60.0)
     await worker.start()
     await wait_until(lambda: len(flushed(fake)) == 6, timeout=2.0)
