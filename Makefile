@@ -133,10 +133,11 @@ lint: ## bash -n + shellcheck on scripts; ruff, ruff format --check, mypy --stri
 # three steps already did what DB_PREREQS would repeat, so the later ones skip it.
 TEST_STEPS = deps install db-up lint check-frozen test-sql test-isolation test-python test-sql-only test-e2e
 test: ## everything CI runs: deps install db-up lint check-frozen test-sql test-isolation test-python test-sql-only test-e2e
-	@for step in $(TEST_STEPS); do \
-	  echo "==> make $$step"; \
+	@t0=$$(date +%s); for step in $(TEST_STEPS); do \
+	  echo "==> make $$step"; s=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$step DB_PREREQS= || { echo "make test: FAILED at '$$step'" >&2; exit 1; }; \
-	done; echo "make test: OK ($(TEST_STEPS))"
+	  echo "<== make $$step: $$(( $$(date +%s) - s ))s"; \
+	done; echo "make test: OK in $$(( $$(date +%s) - t0 ))s ($(TEST_STEPS))"
 
 demo: $(DB_PREREQS) ## the main job: SQL round trip, then worker processes draining a 20,000-execution wave
 	@scripts/demo.sh
