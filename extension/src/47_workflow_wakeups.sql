@@ -136,6 +136,8 @@ BEGIN
     -- it (_suspend): a wait and an event committing at the same moment would not see each other.
     PERFORM pg_advisory_xact_lock_shared(pgconductor._event_lock(p_name));
     INSERT INTO pgconductor.events (name, payload) VALUES (p_name, v_payload) RETURNING id INTO v_id;
+    -- Subscribed tasks get their executions in this transaction: an event rolled back makes none.
+    PERFORM pgconductor._fan_out_event(v_id, p_name, v_payload);
 
     v_pairs := ARRAY(SELECT pgconductor._match_key(jsonb_build_object(m.key, m.value)) FROM jsonb_each(v_payload) AS m);
     WITH matched AS (

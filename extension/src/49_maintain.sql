@@ -81,7 +81,9 @@ BEGIN
 END
 $$;
 
--- One maintenance pass, each chore bounded by p_limit rows: ends 'expired' the pending
+-- One maintenance pass, each chore bounded by p_limit rows: creates the due schedule
+-- occurrences (_tick_schedules; tick() does only that, for second-granular schedules) and
+-- deletes old occurrence records; ends 'expired' the pending
 -- executions whose start-by deadline passed (a parent waiting for one hears it failed);
 -- makes the coming days' partitions of finished_executions and drops the days past every
 -- keep (_add_finished_partitions, _drop_finished_partitions); deletes the other finished
@@ -108,6 +110,8 @@ DECLARE
     v_buckets integer;
     v_orchs   integer;
     v_dropped integer;
+    v_ticked  integer;
+    v_occurs  integer;
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100000 THEN
         RAISE EXCEPTION 'maintain needs a limit between 1 and 100000, got %', coalesce(p_limit::text, 'NULL')
@@ -117,6 +121,7 @@ BEGIN
         RETURN jsonb_build_object('skipped', true);
     END IF;
     v_def := pgconductor._task_defaults();
+    v_ticked := pgconductor._tick_schedules(v_now, p_limit);
     PERFORM pgconductor._add_finished_partitions(v_now);
     v_dropped := pgconductor._drop_finished_partitions(v_now);
 
@@ -171,9 +176,11 @@ BEGIN
      WHERE o.drained AND coalesce(o.stopped_at, o.expired_at) < v_now - pgconductor._keep_orchestrators()
        AND NOT EXISTS (SELECT 1 FROM pgconductor.executions AS e WHERE e.locked_by = o.id);
     GET DIAGNOSTICS v_orchs = ROW_COUNT;
+    v_occurs := pgconductor._prune_schedule_occurrences(v_now, p_limit);
 
     RETURN jsonb_build_object('expired', v_expired, 'pruned', v_pruned, 'events', v_events,
-                              'throttle_slots', v_slots, 'rate_buckets', v_buckets, 'orchestrators', v_orchs);
+                              'throttle_slots', v_slots, 'rate_buckets', v_buckets, 'orchestrators', v_orchs,
+                              'schedules', v_ticked, 'occurrences', v_occurs);
 END
 $$;
 

@@ -31,7 +31,17 @@ AS $$
            ('request_shutdown', 'pgconductor_admin'), ('pause_queue', 'pgconductor_admin'),
            ('resume_queue', 'pgconductor_admin'), ('pause_task', 'pgconductor_admin'),
            ('resume_task', 'pgconductor_admin'), ('set_fair_share', 'pgconductor_admin'),
-           ('set_key_weight', 'pgconductor_admin')
+           ('set_key_weight', 'pgconductor_admin'),
+           ('schedule', 'pgconductor_client'), ('unschedule', 'pgconductor_client'),
+           ('schedules', 'pgconductor_client'), ('occurrence_of', 'pgconductor_client'),
+           ('subscriptions', 'pgconductor_client'), ('table_subscriptions', 'pgconductor_client'),
+           ('tick', 'pgconductor_worker'), ('sync_static_schedules', 'pgconductor_worker'),
+           ('subscribe', 'pgconductor_worker'), ('unsubscribe', 'pgconductor_worker'),
+           ('sync_static_subscriptions', 'pgconductor_worker'),
+           ('subscribe_table', 'pgconductor_worker'), ('unsubscribe_table', 'pgconductor_worker'),
+           ('sync_static_table_subscriptions', 'pgconductor_worker'),
+           ('pause_schedule', 'pgconductor_admin'), ('resume_schedule', 'pgconductor_admin'),
+           ('backfill', 'pgconductor_admin')
 $$;
 
 -- Creates the three group roles when missing (they are cluster-wide: another database's

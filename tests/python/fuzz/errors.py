@@ -21,6 +21,10 @@ ALLOWED_SQLSTATES: dict[str, str] = {
     "42501": "insufficient_privilege: dropping the default queue",
     "40001": "serialization_failure: invoke raced with claims for a dedupe key; retry the call",
     "25000": "invalid_transaction_state: a claim of a limited task outside READ COMMITTED",
+    "42P01": "undefined_table: subscribe_table of a table that does not exist",
+    "42703": "undefined_column: subscribe_table with a column the table does not have",
+    "42809": "wrong_object_type: subscribe_table of a view, a partition or another object",
+    "42601": "syntax_error: subscribe_table's WHEN clause does not parse",
 }
 
 # The only functions that may delete executions for good (finished ones, by age). Every

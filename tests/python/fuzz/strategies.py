@@ -336,6 +336,13 @@ class Strategies:
         odd = st.fixed_dictionaries(
             {}, optional={k: st.sampled_from(v) for k, v in ODD_SETTINGS.items()}
         )
+        # St. John's prints its times with an abbreviation (NST) that the Australia and
+        # India sets do not read: the fuzzer's own text round trip of an array would fail.
+        odd = odd.filter(
+            lambda s: not (
+                s.get("TimeZone") == "America/St_Johns" and "timezone_abbreviations" in s
+            )
+        )
         return st.one_of(st.just({}), st.just({}), odd)
 
     def call_args(self, routine: Routine) -> st.SearchStrategy[dict[str, str]]:

@@ -40,8 +40,8 @@ SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE p
           NULL, 'every function pins search_path or binds its names at CREATE (SQL-standard body)');
 SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND prosqlbody IS NOT NULL AND proconfig IS NULL),
-          ARRAY['_claimable', '_event_lock', '_finished_partition_name', '_gated', '_keep_events', '_keep_orchestrators', '_key_sep', '_limited', '_max_interval', '_max_new_queues_per_call',
-                '_max_queues', '_now', '_partition_name', '_refilled', '_show', '_task_setting_keys', '_uuid7',
+          ARRAY['_claimable', '_cron_ge', '_event_lock', '_finished_partition_name', '_gated', '_keep_events', '_keep_orchestrators', '_key_sep', '_limited', '_max_interval', '_max_new_queues_per_call',
+                '_max_queues', '_now', '_partition_name', '_project', '_refilled', '_show', '_table_trigger_name', '_task_setting_keys', '_tz_offset', '_uuid7',
                 '_valid_event_name', '_valid_queue_name', '_valid_task_key', '_with_error'],
           'the hot helpers and the named limits have no SET clause, so the planner can inline them');
 

@@ -1,6 +1,7 @@
 -- Least privilege: the three group roles, as each role.
 -- Cases: the roles exist, nest client < worker < admin and cannot log in; every public
--- function is SECURITY DEFINER and has a role in _api_roles(); PUBLIC executes no public
+-- function is SECURITY DEFINER (of the helpers, only the table trigger function) and has a
+-- role in _api_roles(); PUBLIC executes no public
 -- function; as a client: invoke, cancel, read executions, but no claim, no queue drop, no
 -- table read; as a worker: claim, complete, heartbeat, declare its tasks, but no queue drop,
 -- no register_task, no table read or write; as an admin: queues and task settings; a role
@@ -18,7 +19,8 @@ SELECT is((SELECT array_agg(DISTINCT proname::text) FROM pg_proc WHERE pronamesp
 SELECT is((SELECT array_agg(DISTINCT proname::text) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
             AND proname NOT LIKE '\_%' AND has_function_privilege('public', oid, 'EXECUTE')), NULL, 'PUBLIC executes none of them');
 SELECT is((SELECT array_agg(DISTINCT proname::text) FROM pg_proc WHERE pronamespace = 'pgconductor'::regnamespace
-            AND proname LIKE '\_%' AND prosecdef), NULL, 'no internal helper is SECURITY DEFINER');
+            AND proname LIKE '\_%' AND prosecdef), ARRAY['_table_changed'],
+          'no internal helper is SECURITY DEFINER but the table trigger function (any writer of a subscribed table enqueues)');
 
 CREATE ROLE pgc_t_client LOGIN IN ROLE pgconductor_client;
 CREATE ROLE pgc_t_worker LOGIN IN ROLE pgconductor_worker;

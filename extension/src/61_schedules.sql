@@ -175,6 +175,24 @@ BEGIN
 END
 $$;
 
+-- The schedules' tick alone, for workers that tick every second (maintain() ticks too, every
+-- pass): creates the occurrences due now of up to p_limit schedules (_tick_schedules). Row
+-- locks: those schedules (SKIP LOCKED). Returns how many occurrences it made. Raises 22023
+-- for a limit outside 1..100000.
+CREATE FUNCTION pgconductor.tick(p_limit integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'tick needs a limit between 1 and 100000, got %', coalesce(p_limit::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'The limit bounds the schedules one tick serves; the rest wait for the next.';
+    END IF;
+    RETURN pgconductor._tick_schedules(pgconductor._now(), p_limit);
+END
+$$;
+
 -- Deletes up to p_limit occurrence records made more than _keep_events() before p_now (their
 -- executions stay; the tick never goes back past next_run_at, but a backfill of a period that
 -- old makes its occurrences again). Returns how many. Called by maintain().

@@ -1,4 +1,4 @@
--- backfill(name, from, to) (staged for 0.8.0).
+-- backfill(name, from, to).
 -- Cases: each occurrence in [from, to) once, with executions run_at = the occurrence; again,
 -- nothing; an overlapping period makes only the new ones; an empty period makes none; a paused
 -- schedule backfills; across a DST change the rule of _cron_next holds; bad input (period

@@ -6,7 +6,7 @@
 -- name); ops: some of insert, update, delete; columns: the columns old and new carry (NULL:
 -- all); when_clause: the trigger's WHEN condition, the subscriber's own SQL; queue NULL: the
 -- task's queue; trigger_name: the trigger on the table; static: declared in code (see
--- _sync_static_table_subscriptions).
+-- sync_static_table_subscriptions).
 CREATE TABLE pgconductor.table_subscriptions (
     task_key     text NOT NULL CONSTRAINT table_subscriptions_task_key_valid
                      CHECK (char_length(task_key) BETWEEN 1 AND 200 AND task_key !~ '[[:cntrl:]]' AND task_key = btrim(task_key)),
@@ -338,7 +338,7 @@ $$;
 -- p_task_keys that are not among the declared pairs (p_tables[i] of p_declared_tasks[i]; a
 -- declared table that does not exist matches nothing). Dynamic ones and other tasks' stay.
 -- Locks: the tables whose triggers it drops. Returns how many it dropped.
-CREATE FUNCTION pgconductor._sync_static_table_subscriptions(p_task_keys text[], p_declared_tasks text[], p_tables text[])
+CREATE FUNCTION pgconductor.sync_static_table_subscriptions(p_task_keys text[], p_declared_tasks text[], p_tables text[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp

@@ -1,4 +1,4 @@
--- The schedule API (staged for 0.8.0): schedule, unschedule, pause_schedule, resume_schedule,
+-- The schedule API: schedule, unschedule, pause_schedule, resume_schedule,
 -- schedules, sync_static_schedules.
 -- Cases: schedule() creates with the defaults and returns the next run; an update keeps the
 -- next run unless the cron expression or the time zone changed, and keeps a pause; bad input

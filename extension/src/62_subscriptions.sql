@@ -108,7 +108,7 @@ $$;
 -- worker serves) that are not among the declared pairs (p_events[i] of p_declared_tasks[i]);
 -- the worker subscribed those with p_static => true just before. Subscriptions of other tasks
 -- and dynamic ones stay. Row locks: the deleted rows. Returns how many it deleted.
-CREATE FUNCTION pgconductor._sync_static_subscriptions(p_task_keys text[], p_declared_tasks text[], p_events text[])
+CREATE FUNCTION pgconductor.sync_static_subscriptions(p_task_keys text[], p_declared_tasks text[], p_events text[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp

@@ -1,4 +1,4 @@
--- Cron parsing (_cron_parse, staged for 0.8.0).
+-- Cron parsing (_cron_parse).
 -- Cases: each field's values for "*", values, ranges, steps (*/n, a-b/n, a/n) and lists;
 -- month and day names in any case, 7 = Sunday, duplicates merged; 6 fields (seconds first)
 -- and the @ shorthands; the day-of-month / day-of-week OR rule only when neither starts with

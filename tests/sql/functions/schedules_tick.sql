@@ -1,4 +1,4 @@
--- The schedules' tick (_tick_schedules, staged for 0.8.0) with the fake clock, and
+-- The schedules' tick (_tick_schedules) with the fake clock, and
 -- occurrence_of.
 -- Cases: nothing before the first occurrence; an occurrence makes one execution with the
 -- schedule's payload, queue and priority, run_at = the occurrence and a per-occurrence dedupe

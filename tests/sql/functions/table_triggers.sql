@@ -1,5 +1,5 @@
 -- Database-change triggers: subscribe_table(), unsubscribe_table(), table_subscriptions(),
--- _sync_static_table_subscriptions() and the trigger function _table_changed().
+-- sync_static_table_subscriptions() and the trigger function _table_changed().
 -- Cases: subscribing creates the trigger and its row; an insert, an update and a delete each
 -- enqueue one execution with payload {op, table, old, new} (NULL old or new where the op has
 -- none); an update that changes nothing enqueues nothing; with chosen columns old and new
@@ -147,7 +147,7 @@ CREATE TABLE public.items (id integer);
 SELECT pgconductor.subscribe_table('worker-a', 'public.orders', p_static => true);
 SELECT pgconductor.subscribe_table('worker-a', 'public.items', p_static => true);
 SELECT pgconductor.subscribe_table('worker-b', 'public.items', p_static => true);
-SELECT is(pgconductor._sync_static_table_subscriptions('{worker-a,big-orders}', '{worker-a}', '{public.orders}'), 1,
+SELECT is(pgconductor.sync_static_table_subscriptions('{worker-a,big-orders}', '{worker-a}', '{public.orders}'), 1,
           'the sync drops the undeclared static subscription');
 SELECT hasnt_trigger('public', 'items', pgconductor._table_trigger_name('worker-a'), 'with its trigger');
 SELECT results_eq($$SELECT task_key || ' ' || table_name FROM pgconductor.table_subscriptions() WHERE task_key IN ('worker-a', 'worker-b', 'big-orders') ORDER BY 1$$,
@@ -181,9 +181,7 @@ SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'public.orders', '{in
                  '42P17', NULL, 'a WHEN clause PostgreSQL refuses keeps its SQLSTATE');
 SELECT throws_ok($$SELECT pgconductor.subscribe_table(E't\n', 'public.orders')$$, '22023', NULL, 'a bad task key raises 22023');
 -- A session role without the TRIGGER privilege (the function runs as its owner once installed).
-CREATE ROLE pgc_events_nobody;
-GRANT USAGE ON SCHEMA pgconductor TO pgc_events_nobody;
-ALTER FUNCTION pgconductor.subscribe_table(text, text, text[], text[], text, text, boolean) SECURITY DEFINER;
+CREATE ROLE pgc_events_nobody IN ROLE pgconductor_worker;
 SET SESSION AUTHORIZATION pgc_events_nobody;
 SELECT throws_ok($$SELECT pgconductor.subscribe_table('t', 'public.orders')$$, '42501', 'role pgc_events_nobody may not create triggers on public.orders',
                  'a session role that may not create triggers on the table raises 42501');

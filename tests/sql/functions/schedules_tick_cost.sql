@@ -1,4 +1,4 @@
--- The schedules' tick costs O(due schedules), not O(schedules) (staged for 0.8.0).
+-- The schedules' tick costs O(due schedules), not O(schedules).
 -- Cases: with 10,000 schedules, a tick that makes 5 occurrences reads about as many buffers as
 -- with 100 schedules; a tick with none due among 10,000 reads a handful.
 \i tests/sql/setup.sql

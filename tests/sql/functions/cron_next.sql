@@ -1,4 +1,4 @@
--- The next occurrence of a cron expression (_cron_next, staged for 0.8.0), away from DST.
+-- The next occurrence of a cron expression (_cron_next), away from DST.
 -- Cases: strictly after the given instant (whole and fractional seconds); steps, lists and
 -- weekday ranges; month ends (31 skips the shorter months), February 29 (every 4 years, 8
 -- across 2100), year ends; the day-of-month OR day-of-week rule and the AND rule when one

@@ -1,4 +1,4 @@
--- Next occurrences across daylight-saving changes (_cron_next, staged for 0.8.0), in
+-- Next occurrences across daylight-saving changes (_cron_next), in
 -- Europe/Berlin (2025-03-30 02:00 CET -> 03:00 CEST; 2025-10-26 03:00 CEST -> 02:00 CET) and
 -- America/New_York (2025-03-09 02:00 EST -> 03:00 EDT; 2025-11-02 02:00 EDT -> 01:00 EST).
 -- The rule (_cron_instant): a wall-clock time the clocks skip runs at the first instant after
