@@ -1,7 +1,7 @@
 -- The claim's rules, each written once (41_claim.sql runs them in stages): _claimable is
 -- the per-row rule every pick shares; _claim_gate decides per task (windows, pauses,
 -- concurrency and rate limits) before the pick; _claim_trim admits the part of a pick that
--- the limits allow; _spend_tokens charges rate limits for what was admitted; _pick_fair is
+-- the limits allow (and says what that leaves of them); _spend_tokens charges rate limits for what was admitted; _pick_fair is
 -- the round-robin pick of fair-share queues.
 
 -- The separator of task key and concurrency key in the gate's key lists (neither contains
@@ -153,56 +153,45 @@ $$;
 
 -- The trim: of the rows p_ids picked in queue p_queue (in pick order), those the limits
 -- p_limits (from _claim_gate) admit: per task and per key, the first ones up to what is
--- left. Locks nothing more. Returns them in pick order. PL/pgSQL, not SQL: a SQL function
--- called in a PL/pgSQL expression keeps its plans for the whole transaction, and so missed
--- the partition of a queue created meanwhile (its claim found nothing).
-CREATE FUNCTION pgconductor._claim_trim(p_queue text, p_ids uuid[], p_limits jsonb)
-RETURNS uuid[]
+-- left. Also what the admitted rows leave of the limits, for the claim's next round (one
+-- read of the picked rows serves both): limits, and the tasks and task-and-key pairs that
+-- reached theirs. Locks nothing more. Returns ids in pick order, limits, blocked,
+-- blocked_keys. PL/pgSQL, not SQL: a SQL function called in a PL/pgSQL expression keeps its
+-- plans for the whole transaction, and so missed the partition of a queue created meanwhile.
+CREATE FUNCTION pgconductor._claim_trim(p_queue text, p_ids uuid[], p_limits jsonb,
+                                        OUT ids uuid[], OUT limits jsonb, OUT blocked text[], OUT blocked_keys text[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN (
-        SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}')
-          FROM (SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
-                       row_number() OVER (PARTITION BY e.task_key ORDER BY p.ord) AS rn_task,
-                       row_number() OVER (PARTITION BY e.task_key, coalesce(e.concurrency_key, '') ORDER BY p.ord) AS rn_key
-                  FROM unnest(p_ids) WITH ORDINALITY AS p(id, ord)
-                  JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id) AS x
+    WITH picked AS (
+        SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
+               row_number() OVER (PARTITION BY e.task_key ORDER BY p.ord) AS rn_task,
+               row_number() OVER (PARTITION BY e.task_key, coalesce(e.concurrency_key, '') ORDER BY p.ord) AS rn_key
+          FROM unnest(p_ids) WITH ORDINALITY AS p(id, ord)
+          JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id
+    ), admitted AS (
+        SELECT x.id, x.ord, x.task_key, x.k FROM picked AS x
          WHERE x.rn_task <= coalesce((p_limits->'task'->>x.task_key)::integer, 2147483647)
            AND x.rn_key <= coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
-                                    (p_limits->'key_default'->>x.task_key)::integer, 2147483647));
-END
-$$;
-
--- The limits p_limits (from _claim_gate) less the executions p_ids of queue p_queue that this
--- claim just leased, for its next round; with the tasks and task-and-key pairs that reached
--- their limit. Locks nothing. Returns limits, blocked, blocked_keys.
-CREATE FUNCTION pgconductor._claim_spent(p_queue text, p_ids uuid[], p_limits jsonb,
-                                         OUT limits jsonb, OUT blocked text[], OUT blocked_keys text[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    WITH took AS (
-        SELECT e.task_key, coalesce(e.concurrency_key, '') AS k FROM pgconductor.executions AS e
-         WHERE e.queue = p_queue AND e.id = ANY (p_ids)
+                                    (p_limits->'key_default'->>x.task_key)::integer, 2147483647)
     ), tasks_left AS (
-        SELECT t.key AS task_key, t.value::integer - (SELECT count(*) FROM took AS x WHERE x.task_key = t.key)::integer AS allow
+        SELECT t.key AS task_key, t.value::integer - (SELECT count(*) FROM admitted AS a WHERE a.task_key = t.key)::integer AS allow
           FROM jsonb_each_text(p_limits->'task') AS t
     ), keys_left AS (
-        SELECT x.task_key || pgconductor._key_sep() || x.k AS key,
-               coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
-                        (p_limits->'key_default'->>x.task_key)::integer) - count(*)::integer AS allow
-          FROM took AS x
-         WHERE p_limits->'key_default' ? x.task_key OR p_limits->'key' ? (x.task_key || pgconductor._key_sep() || x.k)
-         GROUP BY x.task_key, x.k
+        SELECT a.task_key || pgconductor._key_sep() || a.k AS key,
+               coalesce((p_limits->'key'->>(a.task_key || pgconductor._key_sep() || a.k))::integer,
+                        (p_limits->'key_default'->>a.task_key)::integer) - count(*)::integer AS allow
+          FROM admitted AS a
+         WHERE p_limits->'key_default' ? a.task_key OR p_limits->'key' ? (a.task_key || pgconductor._key_sep() || a.k)
+         GROUP BY a.task_key, a.k
     )
-    SELECT jsonb_set(jsonb_set(p_limits, '{task}', (SELECT coalesce(jsonb_object_agg(t.task_key, t.allow), '{}') FROM tasks_left AS t)),
+    SELECT (SELECT coalesce(array_agg(a.id ORDER BY a.ord), '{}') FROM admitted AS a),
+           jsonb_set(jsonb_set(p_limits, '{task}', (SELECT coalesce(jsonb_object_agg(t.task_key, t.allow), '{}') FROM tasks_left AS t)),
                      '{key}', p_limits->'key' || (SELECT coalesce(jsonb_object_agg(k.key, k.allow), '{}') FROM keys_left AS k)),
            ARRAY(SELECT t.task_key FROM tasks_left AS t WHERE t.allow <= 0),
            ARRAY(SELECT k.key FROM keys_left AS k WHERE k.allow <= 0)
-      INTO limits, blocked, blocked_keys;
+      INTO ids, limits, blocked, blocked_keys;
 END
 $$;
 

@@ -118,7 +118,8 @@ $$;
 -- round-robin over keys in a fair-share queue); trim to what the limits admit
 -- (_claim_trim); lease; remember the position; revive the orchestrator. When the trim
 -- dropped rows or a fair pick came up short, the pick runs again for the rest of the batch
--- (four rounds at most) with what was leased taken off the limits (_claim_spent), so keys
+-- (four rounds at most) with what was leased taken off the limits (the trim says what is
+-- left), so keys
 -- at their limit do not keep the others waiting. Row locks: the picked rows,
 -- the advisory locks of limited tasks, their rate buckets, then the orchestrator's row.
 -- Returns the claimed executions, with their stored steps. A paused queue returns nothing.
@@ -148,7 +149,9 @@ DECLARE
     v_cont      uuid[] := '{}';
     v_head      uuid[] := '{}';
     v_fair      record;
-    v_spent     record;
+    v_trim      record;
+    v_after_id  uuid;
+    v_after     record;
     v_keys_left boolean := false;
     v_setting   text := 'pgconductor.claim_position_' || replace(p_queue, '-', '$');
     v_filter    text := md5(coalesce(p_task_keys::text, '*'));
@@ -193,13 +196,6 @@ BEGIN
     FOR v_round IN 1..4 LOOP
         IF v_gated AND v_round = 1 THEN
             SELECT * INTO v_gate FROM pgconductor._claim_gate(p_task_keys, v_now);
-        ELSIF v_gate.limits IS NOT NULL AND cardinality(v_ids) > 0 THEN
-            -- Later rounds: what the last round leased comes off the limits (the advisory locks
-            -- are still held, so nobody else changed the counts meanwhile).
-            SELECT * INTO v_spent FROM pgconductor._claim_spent(p_queue, v_ids, v_gate.limits);
-            v_gate.limits := v_spent.limits;
-            v_gate.blocked := v_gate.blocked || v_spent.blocked;
-            v_gate.blocked_keys := v_gate.blocked_keys || v_spent.blocked_keys;
         END IF;
 
         IF v_queue.fair_share THEN
@@ -213,10 +209,24 @@ BEGIN
         ELSE
             -- The position is "priority|run_at|id|head pass at|filter". A continued claim that
             -- comes up short runs the head pass too, so only claims that fill their batch skip
-            -- it (a drain). Later rounds start from the head, past what this claim locked.
+            -- it (a drain). Later rounds go on after the last row the round before picked:
+            -- every row before it was picked, is locked elsewhere, is not claimable or is
+            -- blocked (the blocked lists only grow), so starting from the head again would
+            -- step over all of them (a round of a few rows cost as much as the first).
             v_cont := '{}';
             v_head := '{}';
-            IF v_round = 1 THEN
+            IF v_round > 1 THEN
+                SELECT e.priority, e.run_at, e.id INTO v_after
+                  FROM pgconductor.executions AS e WHERE e.queue = p_queue AND e.id = v_after_id;
+                v_head := ARRAY(
+                    SELECT c.id FROM pgconductor.executions AS c
+                     WHERE c.queue = p_queue AND (c.priority, c.run_at, c.id) > (v_after.priority, v_after.run_at, v_after.id)
+                       AND NOT (c.id = ANY (v_taken))  -- the rows after the claim position that the first round took
+                       AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                     ORDER BY c.priority, c.run_at, c.id
+                     LIMIT v_want
+                       FOR UPDATE SKIP LOCKED);
+            ELSE
                 v_position := string_to_array(nullif(current_setting(v_setting, true), ''), '|');
                 IF cardinality(v_position) <> 5 OR v_position[1] !~ '^-?[0-9]{1,10}$'
                    OR v_position[2] !~ v_stamp OR v_position[4] !~ v_stamp
@@ -244,7 +254,7 @@ BEGIN
                     END IF;
                 END IF;
             END IF;
-            IF cardinality(v_cont) < v_want THEN
+            IF v_round = 1 AND cardinality(v_cont) < v_want THEN
                 v_head_at := v_now;
                 v_head := ARRAY(
                     SELECT c.id FROM pgconductor.executions AS c
@@ -256,10 +266,22 @@ BEGIN
                        FOR UPDATE SKIP LOCKED);
             END IF;
             v_picked := v_cont || v_head;
+            -- Where the next round goes on: after the head pass when there was one (the
+            -- position's region after it was taken up to its end), else after the continuation.
+            v_after_id := coalesce(v_head[cardinality(v_head)], v_cont[cardinality(v_cont)]);
         END IF;
         v_taken := v_taken || v_picked;
-        v_ids := CASE WHEN v_gate.limits IS NULL THEN v_picked
-                      ELSE pgconductor._claim_trim(p_queue, v_picked, v_gate.limits) END;
+        IF v_gate.limits IS NULL THEN
+            v_ids := v_picked;
+        ELSE
+            -- What this round leases comes off the limits for the next round (the advisory
+            -- locks are held, so nobody else changes the counts meanwhile).
+            SELECT * INTO v_trim FROM pgconductor._claim_trim(p_queue, v_picked, v_gate.limits);
+            v_ids := v_trim.ids;
+            v_gate.limits := v_trim.limits;
+            v_gate.blocked := v_gate.blocked || v_trim.blocked;
+            v_gate.blocked_keys := v_gate.blocked_keys || v_trim.blocked_keys;
+        END IF;
 
         IF cardinality(v_ids) > 0 THEN
             -- The UPDATE finds the picked rows by primary key in one partition: a join with the
@@ -303,12 +325,12 @@ BEGIN
         END IF;
 
         -- Another round when the limits trimmed rows, or when a fair pick came up short
-        -- (a key had fewer rows than its share).
-        v_want := p_batch_size - v_claimed;
-        EXIT WHEN v_want = 0
-               OR (v_queue.fair_share AND NOT v_keys_left)
-               OR (NOT v_queue.fair_share AND (cardinality(v_picked) = 0 OR v_gate.limits IS NULL
+        -- (a key had fewer rows than its share). A pick in key order that came up short
+        -- scanned to the end: nothing more is claimable.
+        EXIT WHEN (NOT v_queue.fair_share AND (cardinality(v_picked) < v_want OR v_gate.limits IS NULL
                                                OR cardinality(v_ids) = cardinality(v_picked)));
+        v_want := p_batch_size - v_claimed;
+        EXIT WHEN v_want = 0 OR (v_queue.fair_share AND NOT v_keys_left);
     END LOOP;
     IF v_claimed = 0 THEN
         RETURN;

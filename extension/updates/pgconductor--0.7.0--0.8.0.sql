@@ -4,6 +4,7 @@
 --   ticks them and prunes old occurrence records; static ones are synced by workers.
 -- * Event subscriptions: emit_event fans out to matching subscriptions in one INSERT.
 -- * Table-change triggers: subscribe_table / unsubscribe_table.
+-- * Claims with limits: the trim computes what is left of the limits ( _claim_spent is gone).
 \echo Use "ALTER EXTENSION pgconductor UPDATE TO '0.8.0'" to load this file. \quit
 
 -- ==================== 60_cron.sql
@@ -1292,6 +1293,293 @@ END
 $$;
 
 -- ==================== changed functions
+
+-- The trim also says what the admitted rows leave of the limits (one read, not two).
+DROP FUNCTION pgconductor._claim_spent(text, uuid[], jsonb);
+DROP FUNCTION pgconductor._claim_trim(text, uuid[], jsonb);
+
+-- The trim: of the rows p_ids picked in queue p_queue (in pick order), those the limits
+-- p_limits (from _claim_gate) admit: per task and per key, the first ones up to what is
+-- left. Also what the admitted rows leave of the limits, for the claim's next round (one
+-- read of the picked rows serves both): limits, and the tasks and task-and-key pairs that
+-- reached theirs. Locks nothing more. Returns ids in pick order, limits, blocked,
+-- blocked_keys. PL/pgSQL, not SQL: a SQL function called in a PL/pgSQL expression keeps its
+-- plans for the whole transaction, and so missed the partition of a queue created meanwhile.
+CREATE FUNCTION pgconductor._claim_trim(p_queue text, p_ids uuid[], p_limits jsonb,
+                                        OUT ids uuid[], OUT limits jsonb, OUT blocked text[], OUT blocked_keys text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WITH picked AS (
+        SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
+               row_number() OVER (PARTITION BY e.task_key ORDER BY p.ord) AS rn_task,
+               row_number() OVER (PARTITION BY e.task_key, coalesce(e.concurrency_key, '') ORDER BY p.ord) AS rn_key
+          FROM unnest(p_ids) WITH ORDINALITY AS p(id, ord)
+          JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id
+    ), admitted AS (
+        SELECT x.id, x.ord, x.task_key, x.k FROM picked AS x
+         WHERE x.rn_task <= coalesce((p_limits->'task'->>x.task_key)::integer, 2147483647)
+           AND x.rn_key <= coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
+                                    (p_limits->'key_default'->>x.task_key)::integer, 2147483647)
+    ), tasks_left AS (
+        SELECT t.key AS task_key, t.value::integer - (SELECT count(*) FROM admitted AS a WHERE a.task_key = t.key)::integer AS allow
+          FROM jsonb_each_text(p_limits->'task') AS t
+    ), keys_left AS (
+        SELECT a.task_key || pgconductor._key_sep() || a.k AS key,
+               coalesce((p_limits->'key'->>(a.task_key || pgconductor._key_sep() || a.k))::integer,
+                        (p_limits->'key_default'->>a.task_key)::integer) - count(*)::integer AS allow
+          FROM admitted AS a
+         WHERE p_limits->'key_default' ? a.task_key OR p_limits->'key' ? (a.task_key || pgconductor._key_sep() || a.k)
+         GROUP BY a.task_key, a.k
+    )
+    SELECT (SELECT coalesce(array_agg(a.id ORDER BY a.ord), '{}') FROM admitted AS a),
+           jsonb_set(jsonb_set(p_limits, '{task}', (SELECT coalesce(jsonb_object_agg(t.task_key, t.allow), '{}') FROM tasks_left AS t)),
+                     '{key}', p_limits->'key' || (SELECT coalesce(jsonb_object_agg(k.key, k.allow), '{}') FROM keys_left AS k)),
+           ARRAY(SELECT t.task_key FROM tasks_left AS t WHERE t.allow <= 0),
+           ARRAY(SELECT k.key FROM keys_left AS k WHERE k.allow <= 0)
+      INTO ids, limits, blocked, blocked_keys;
+END
+$$;
+
+-- Claims up to p_batch_size executions of queue p_queue, restricted to p_task_keys unless
+-- NULL (the worker passes the tasks it has handlers for), for orchestrator p_orchestrator_id.
+-- Stages: validate; wake the parked ones whose time came; gate (_claim_gate: windows,
+-- pauses, limits); pick (_claimable rows in key order from the claim position, or
+-- round-robin over keys in a fair-share queue); trim to what the limits admit
+-- (_claim_trim); lease; remember the position; revive the orchestrator. When the trim
+-- dropped rows or a fair pick came up short, the pick runs again for the rest of the batch
+-- (four rounds at most) with what was leased taken off the limits (the trim says what is
+-- left), so keys
+-- at their limit do not keep the others waiting. Row locks: the picked rows,
+-- the advisory locks of limited tasks, their rate buckets, then the orchestrator's row.
+-- Returns the claimed executions, with their stored steps. A paused queue returns nothing.
+CREATE OR REPLACE FUNCTION pgconductor.get_executions(
+    p_task_keys text[], p_orchestrator_id uuid, p_batch_size integer, p_queue text DEFAULT 'default')
+RETURNS SETOF pgconductor.claimed_execution
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- Never a sequential scan of the queue: the cost model prefers one to probing the primary
+-- key for a few hundred picked ids, which is far slower in practice (a backlog is cached).
+-- The penalty that this puts on the tasks scans must not trigger JIT (70 ms a call).
+SET enable_seqscan = off
+SET jit = off
+SET DateStyle = 'ISO, YMD'
+AS $$
+DECLARE
+    v_now       timestamptz := pgconductor._now();
+    v_gated     boolean;
+    v_attempts  jsonb;
+    v_queue     record;
+    v_gate      record;
+    v_picked    uuid[];
+    v_ids       uuid[] := '{}';
+    v_taken     uuid[] := '{}';
+    v_claimed   integer := 0;
+    v_want      integer := p_batch_size;
+    v_cont      uuid[] := '{}';
+    v_head      uuid[] := '{}';
+    v_fair      record;
+    v_trim      record;
+    v_after_id  uuid;
+    v_after     record;
+    v_keys_left boolean := false;
+    v_setting   text := 'pgconductor.claim_position_' || replace(p_queue, '-', '$');
+    v_filter    text := md5(coalesce(p_task_keys::text, '*'));
+    v_position  text[];
+    v_head_at   timestamptz := v_now;
+    v_last      record;
+    v_stamp     text := '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?[+-][0-9]{2}(:[0-9]{2}){0,2}$';
+BEGIN
+    IF p_orchestrator_id IS NULL THEN
+        RAISE EXCEPTION 'orchestrator id must not be NULL'
+            USING ERRCODE = '22023', HINT = 'Pass the uuid the worker process uses for heartbeat().';
+    END IF;
+    IF p_batch_size IS NULL OR p_batch_size < 0 OR p_batch_size > 10000 THEN
+        RAISE EXCEPTION 'batch size must be between 0 and 10000, got %', coalesce(p_batch_size::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'Claim at most as many executions as the worker has free slots.';
+    END IF;
+    IF NOT pgconductor._valid_queue_name(p_queue) THEN
+        PERFORM pgconductor._assert_queue_name(p_queue);
+    END IF;
+    IF p_batch_size = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Parked executions whose time came (a sleep ended, a deadline passed) become claimable.
+    -- The probe reads the timers index of this queue; only a due one makes it write.
+    IF EXISTS (SELECT 1 FROM pgconductor.executions AS e
+                WHERE e.queue = p_queue AND e.waiting IS NOT NULL AND e.run_at <= v_now) THEN
+        PERFORM pgconductor._wake_due(p_queue, v_now);
+    END IF;
+
+    SELECT q.paused, q.fair_share INTO v_queue FROM pgconductor.queues AS q WHERE q.name = p_queue;
+    IF v_queue.paused THEN
+        RETURN;
+    END IF;
+    -- One read of the small tasks table: whether any wanted task has a rule of the gate, and
+    -- the attempts each may spend.
+    SELECT coalesce(bool_or(pgconductor._gated(t)), false), coalesce(jsonb_object_agg(t.key, t.max_attempts), '{}')
+      INTO v_gated, v_attempts
+      FROM pgconductor.tasks AS t WHERE p_task_keys IS NULL OR t.key = ANY (p_task_keys);
+    SELECT '{}'::text[] AS blocked, '{}'::text[] AS blocked_keys, NULL::jsonb AS limits INTO v_gate;
+
+    FOR v_round IN 1..4 LOOP
+        IF v_gated AND v_round = 1 THEN
+            SELECT * INTO v_gate FROM pgconductor._claim_gate(p_task_keys, v_now);
+        END IF;
+
+        IF v_queue.fair_share THEN
+            -- The round-robin cursor lives in the session, like the claim position.
+            SELECT * INTO v_fair FROM pgconductor._pick_fair(
+                p_queue, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts, v_taken, v_want, v_now,
+                nullif(current_setting(v_setting || '$fair', true), ''));
+            v_picked := v_fair.ids;
+            v_keys_left := v_fair.cursor IS NOT NULL;
+            PERFORM set_config(v_setting || '$fair', coalesce(v_fair.cursor, ''), false);
+        ELSE
+            -- The position is "priority|run_at|id|head pass at|filter". A continued claim that
+            -- comes up short runs the head pass too, so only claims that fill their batch skip
+            -- it (a drain). Later rounds go on after the last row the round before picked:
+            -- every row before it was picked, is locked elsewhere, is not claimable or is
+            -- blocked (the blocked lists only grow), so starting from the head again would
+            -- step over all of them (a round of a few rows cost as much as the first).
+            v_cont := '{}';
+            v_head := '{}';
+            IF v_round > 1 THEN
+                SELECT e.priority, e.run_at, e.id INTO v_after
+                  FROM pgconductor.executions AS e WHERE e.queue = p_queue AND e.id = v_after_id;
+                v_head := ARRAY(
+                    SELECT c.id FROM pgconductor.executions AS c
+                     WHERE c.queue = p_queue AND (c.priority, c.run_at, c.id) > (v_after.priority, v_after.run_at, v_after.id)
+                       AND NOT (c.id = ANY (v_taken))  -- the rows after the claim position that the first round took
+                       AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                     ORDER BY c.priority, c.run_at, c.id
+                     LIMIT v_want
+                       FOR UPDATE SKIP LOCKED);
+            ELSE
+                v_position := string_to_array(nullif(current_setting(v_setting, true), ''), '|');
+                IF cardinality(v_position) <> 5 OR v_position[1] !~ '^-?[0-9]{1,10}$'
+                   OR v_position[2] !~ v_stamp OR v_position[4] !~ v_stamp
+                   OR v_position[3] !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+                    v_position := NULL;  -- not one this function wrote (or from an older release): start from the head
+                END IF;
+                IF v_position[5] = v_filter AND v_position[4]::timestamptz > v_now - interval '1 second' THEN
+                    v_head_at := v_position[4]::timestamptz;
+                    v_cont := ARRAY(
+                        SELECT c.id FROM pgconductor.executions AS c
+                         WHERE c.queue = p_queue AND c.priority < v_position[1]::integer
+                           AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                         ORDER BY c.priority, c.run_at, c.id
+                         LIMIT v_want
+                           FOR UPDATE SKIP LOCKED);
+                    IF cardinality(v_cont) < v_want THEN
+                        v_cont := v_cont || ARRAY(
+                            SELECT c.id FROM pgconductor.executions AS c
+                             WHERE c.queue = p_queue
+                               AND (c.priority, c.run_at, c.id) > (v_position[1]::integer, v_position[2]::timestamptz, v_position[3]::uuid)
+                               AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                             ORDER BY c.priority, c.run_at, c.id
+                             LIMIT v_want - cardinality(v_cont)
+                               FOR UPDATE SKIP LOCKED);
+                    END IF;
+                END IF;
+            END IF;
+            IF v_round = 1 AND cardinality(v_cont) < v_want THEN
+                v_head_at := v_now;
+                v_head := ARRAY(
+                    SELECT c.id FROM pgconductor.executions AS c
+                     WHERE c.queue = p_queue
+                       AND NOT (c.id = ANY (v_cont || v_taken))  -- locked by this transaction already: SKIP LOCKED would not skip them
+                       AND pgconductor._claimable(c, v_now, p_task_keys, v_gate.blocked, v_gate.blocked_keys, v_attempts)
+                     ORDER BY c.priority, c.run_at, c.id
+                     LIMIT v_want - cardinality(v_cont)
+                       FOR UPDATE SKIP LOCKED);
+            END IF;
+            v_picked := v_cont || v_head;
+            -- Where the next round goes on: after the head pass when there was one (the
+            -- position's region after it was taken up to its end), else after the continuation.
+            v_after_id := coalesce(v_head[cardinality(v_head)], v_cont[cardinality(v_cont)]);
+        END IF;
+        v_taken := v_taken || v_picked;
+        IF v_gate.limits IS NULL THEN
+            v_ids := v_picked;
+        ELSE
+            -- What this round leases comes off the limits for the next round (the advisory
+            -- locks are held, so nobody else changes the counts meanwhile).
+            SELECT * INTO v_trim FROM pgconductor._claim_trim(p_queue, v_picked, v_gate.limits);
+            v_ids := v_trim.ids;
+            v_gate.limits := v_trim.limits;
+            v_gate.blocked := v_gate.blocked || v_trim.blocked;
+            v_gate.blocked_keys := v_gate.blocked_keys || v_trim.blocked_keys;
+        END IF;
+
+        IF cardinality(v_ids) > 0 THEN
+            -- The UPDATE finds the picked rows by primary key in one partition: a join with the
+            -- picked rows instead let the planner hash-join a scan of the whole partition, which
+            -- made every claim cost O(backlog).
+            RETURN QUERY
+            WITH claimed AS (
+                UPDATE pgconductor.executions AS e
+                   SET locked_by = p_orchestrator_id, locked_at = v_now, attempts = e.attempts + 1,
+                       lease = e.lease + 1, start_by = NULL
+                 WHERE e.queue = p_queue AND e.id = ANY (v_ids)
+                RETURNING e.id, e.task_key, e.queue, e.payload, e.attempts, e.priority, e.run_at, e.lease, e.has_steps
+            )
+            SELECT c.id, c.task_key, c.queue, c.payload, c.attempts,
+                   coalesce(t.max_attempts, 3), c.priority, c.run_at,
+                   (extract(epoch FROM t.timeout) * 1000)::bigint, c.lease,
+                   CASE WHEN c.has_steps THEN pgconductor._steps_by_key(c.id) END
+              FROM claimed AS c
+              LEFT JOIN pgconductor.tasks AS t ON t.key = c.task_key
+             ORDER BY c.priority, c.run_at, c.id;
+            IF (v_gate.limits->>'rated')::boolean THEN
+                PERFORM pgconductor._spend_tokens(p_queue, v_ids, v_now);
+            END IF;
+            v_claimed := v_claimed + cardinality(v_ids);
+        END IF;
+
+        -- A claim that filled its batch (a backlog is draining) leaves the position where it
+        -- ended: the greater of the last rows of the two lists (each is in key order). One
+        -- that did not forgets it, so the next claim is one pass from the head.
+        IF v_round = 1 AND NOT v_queue.fair_share THEN
+            IF cardinality(v_picked) = p_batch_size THEN
+                SELECT e.priority, e.run_at, e.id INTO v_last
+                  FROM pgconductor.executions AS e
+                 WHERE e.queue = p_queue AND e.id IN (v_cont[cardinality(v_cont)], v_head[cardinality(v_head)])
+                 ORDER BY e.priority DESC, e.run_at DESC, e.id DESC
+                 LIMIT 1;
+                PERFORM set_config(v_setting, concat_ws('|', v_last.priority, v_last.run_at, v_last.id, v_head_at, v_filter), false);
+            ELSIF v_position IS NOT NULL THEN
+                PERFORM set_config(v_setting, '', false);
+            END IF;
+        END IF;
+
+        -- Another round when the limits trimmed rows, or when a fair pick came up short
+        -- (a key had fewer rows than its share). A pick in key order that came up short
+        -- scanned to the end: nothing more is claimable.
+        EXIT WHEN (NOT v_queue.fair_share AND (cardinality(v_picked) < v_want OR v_gate.limits IS NULL
+                                               OR cardinality(v_ids) = cardinality(v_picked)));
+        v_want := p_batch_size - v_claimed;
+        EXIT WHEN v_want = 0 OR (v_queue.fair_share AND NOT v_keys_left);
+    END LOOP;
+    IF v_claimed = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Whoever holds executions must be an orchestrator recovery can see. A claim by one marked
+    -- expired or stopped proves it alive again: revive it, so that recovery watches its
+    -- heartbeat once more (written only in that case). This comes after the claim, and only
+    -- when it took something: recovery cannot see the rows claimed here before this commits,
+    -- and if it expired this orchestrator meanwhile, the row lock below waits for it and the
+    -- revival then applies.
+    INSERT INTO pgconductor.orchestrators AS o (id, started_at, last_heartbeat_at)
+    VALUES (p_orchestrator_id, v_now, v_now)
+    ON CONFLICT (id) DO UPDATE
+       SET last_heartbeat_at = v_now, expired_at = NULL, stopped_at = NULL, drained = false
+     WHERE o.expired_at IS NOT NULL OR o.stopped_at IS NOT NULL;
+END
+$$;
 
 -- Emits event p_name with payload p_payload (a JSON object) in the caller's transaction:
 -- every execution waiting for p_name whose match the payload contains gets it as its step's
