@@ -132,9 +132,7 @@ def downgrade():
 
 
 @pytest.fixture
-def project(
-    tmp_path: Path, bare_db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Config:
+def project(tmp_path: Path, bare_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Config:
     """A user's alembic project on an empty database; its `Config`."""
     (tmp_path / "models.py").write_text(textwrap.dedent(MODELS))
     migrations = tmp_path / "migrations"
@@ -142,9 +140,7 @@ def project(
     (migrations / "env.py").write_text(textwrap.dedent(ENV))
     (migrations / "script.py.mako").write_text(SCRIPT_MAKO)
     (migrations / "versions" / "0001_accounts.py").write_text(textwrap.dedent(ACCOUNTS))
-    (migrations / "versions" / "0002_pgconductor.py").write_text(
-        textwrap.dedent(WITH_PGCONDUCTOR)
-    )
+    (migrations / "versions" / "0002_pgconductor.py").write_text(textwrap.dedent(WITH_PGCONDUCTOR))
     monkeypatch.syspath_prepend(str(tmp_path))  # env.py imports models
     config = Config()
     config.set_main_option("script_location", str(migrations))
@@ -154,9 +150,7 @@ def project(
 
 
 def extension_version(url: str) -> str | None:
-    rows = execute(
-        url, "SELECT extversion FROM pg_extension WHERE extname = 'pgconductor'"
-    )
+    rows = execute(url, "SELECT extversion FROM pg_extension WHERE extname = 'pgconductor'")
     return str(rows[0][0]) if rows else None
 
 
@@ -172,13 +166,11 @@ def test_upgrade_autogenerate_and_downgrade(project: Config, bare_db_url: str) -
     command.upgrade(project, "head")
     assert extension_version(bare_db_url) == NEWEST
     assert user_tables(bare_db_url) == ["accounts", "alembic_version", "invoices"]
-    assert execute(
-        bare_db_url, "SELECT pgconductor.invoke('alembic.t', '{}') IS NOT NULL"
-    ) == [(True,)]
+    assert execute(bare_db_url, "SELECT pgconductor.invoke('alembic.t', '{}') IS NOT NULL") == [
+        (True,)
+    ]
 
-    engine = sa.create_engine(
-        to_sqlalchemy_url(bare_db_url), poolclass=sa.pool.NullPool
-    )
+    engine = sa.create_engine(to_sqlalchemy_url(bare_db_url), poolclass=sa.pool.NullPool)
     models = __import__("models")
     with engine.connect() as conn:
         filtered = MigrationContext.configure(
@@ -227,13 +219,9 @@ def test_offline_mode_writes_the_statements(project: Config) -> None:
     assert sql.index("CREATE TABLE accounts") < sql.index("CREATE EXTENSION")
 
 
-def test_a_downgrade_of_the_extension_is_refused(
-    project: Config, bare_db_url: str
-) -> None:
+def test_a_downgrade_of_the_extension_is_refused(project: Config, bare_db_url: str) -> None:
     command.upgrade(project, "head")
-    engine = sa.create_engine(
-        to_sqlalchemy_url(bare_db_url), poolclass=sa.pool.NullPool
-    )
+    engine = sa.create_engine(to_sqlalchemy_url(bare_db_url), poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             op = Operations(MigrationContext.configure(conn))
@@ -252,9 +240,7 @@ def test_a_downgrade_of_the_extension_is_refused(
 
 
 def test_an_upgrade_before_the_install_says_what_to_do(bare_db_url: str) -> None:
-    engine = sa.create_engine(
-        to_sqlalchemy_url(bare_db_url), poolclass=sa.pool.NullPool
-    )
+    engine = sa.create_engine(to_sqlalchemy_url(bare_db_url), poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             op = Operations(MigrationContext.configure(conn))
