@@ -26,6 +26,7 @@ from uuid import UUID
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fake_sources import FakeSourceCalls
 from pgconductor.types import (
     ClaimedExecution,
     ExecutionInfo,
@@ -56,8 +57,11 @@ def _given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-class FakeDatabaseClient:
-    """Records every call as `(method, args, kwargs)` and answers from `responses`."""
+class FakeDatabaseClient(FakeSourceCalls):
+    """Records every call as `(method, args, kwargs)` and answers from `responses`.
+
+    The schedule, subscription and table-trigger calls come from `FakeSourceCalls`.
+    """
 
     def __init__(self, version: str | None = "0.1.0") -> None:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []

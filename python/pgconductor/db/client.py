@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pgconductor.db import rows
 from pgconductor.db.flow import FlowCalls
+from pgconductor.db.schedules import SourceCalls
 from pgconductor.db.statements import CALLS, alter_extension, create_extension
 from pgconductor.encoding import to_json
 from pgconductor.errors import PgConductorError
@@ -32,13 +33,14 @@ from pgconductor.types import (
 __all__ = ["SqlDatabaseClient"]
 
 
-class SqlDatabaseClient(FlowCalls):
+class SqlDatabaseClient(FlowCalls, SourceCalls):
     """`DatabaseClient` over a SQLAlchemy `AsyncEngine`, with transient-error retry.
 
     Pass a URL (plain `postgresql://` is accepted) or an existing `AsyncEngine`. `abort`,
     when set, stops retrying (the error is raised at once); cancellation always propagates.
     `prepare=False` for transaction-mode poolers that cannot keep prepared statements.
-    The flow-control calls (extension 0.7.0) come from `FlowCalls`.
+    The flow-control calls (extension 0.7.0) come from `FlowCalls`; schedules, event
+    subscriptions and table triggers (0.8.0) from `SourceCalls`.
     """
 
     #: Whether the claim returns stored steps (0.6.0 on); None until the first claim tells.

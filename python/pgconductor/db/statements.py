@@ -223,6 +223,55 @@ CALLS: dict[str, Call] = {
             " max_running_per_key, paused",
             "ORDER BY queue, task_key, concurrency_key NULLS FIRST",
         ),
+        # Schedules, event subscriptions and table triggers (0.8.0 on).
+        _call(
+            "schedule",
+            "name text, task_key text, cron text, payload jsonb, tz text, queue text,"
+            " missed text, overlap text, priority integer, static boolean, catch_up_max integer",
+        ),
+        _call("unschedule", "name text"),
+        _call("pause_schedule", "name text"),
+        _call("resume_schedule", "name text"),
+        _call("backfill", "name text, start timestamptz, end_at timestamptz"),
+        _call(
+            "schedules",
+            "",
+            "name, task_key, cron, tz, next_run_at, last_run_at, paused, static, missed, overlap,"
+            " queue",
+        ),
+        _call("sync_static_schedules", "names text[], task_keys text[]"),
+        _call("occurrence_of", "execution_id uuid"),
+        _call("tick", "limit integer"),
+        _call(
+            "subscribe",
+            "task_key text, event text, match jsonb, fields text[], queue text, static boolean,"
+            " priority integer",
+        ),
+        _call("unsubscribe", "task_key text, event text"),
+        _call(
+            "subscriptions",
+            "",
+            "id, task_key, event, match, fields, queue, priority, static, created_at",
+        ),
+        _call(
+            "sync_static_subscriptions", "task_keys text[], declared_tasks text[], events text[]"
+        ),
+        _call(
+            "subscribe_table",
+            "task_key text, table_name text, ops text[], columns text[], when_clause text,"
+            " queue text, static boolean",
+        ),
+        _call("unsubscribe_table", "task_key text, table_name text"),
+        _call(
+            "table_subscriptions",
+            "",
+            "task_key, table_name, ops, columns, when_clause, queue, trigger_name, static,"
+            " created_at",
+        ),
+        _call(
+            "sync_static_table_subscriptions",
+            "task_keys text[], declared_tasks text[], tables text[]",
+        ),
         _call("version"),
         _plain(
             "extension_version",
