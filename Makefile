@@ -129,15 +129,10 @@ fuzz: $(DB_PREREQS) ## long fuzz of every public SQL function, not in CI (PGCOND
 lint: ## bash -n + shellcheck on scripts; ruff, ruff format --check, mypy --strict on python/
 	@scripts/lint.sh
 
-# Steps run in order by sub-makes (each re-reads PGXS once deps installed it); the first
-# three steps already did what DB_PREREQS would repeat, so the later ones skip it.
-TEST_STEPS = deps install db-up lint check-frozen test-sql test-isolation test-python test-sql-only test-e2e
-test: ## everything CI runs: deps install db-up lint check-frozen test-sql test-isolation test-python test-sql-only test-e2e
-	@t0=$$(date +%s); for step in $(TEST_STEPS); do \
-	  echo "==> make $$step"; s=$$(date +%s); \
-	  $(MAKE) --no-print-directory $$step DB_PREREQS= || { echo "make test: FAILED at '$$step'" >&2; exit 1; }; \
-	  echo "<== make $$step: $$(( $$(date +%s) - s ))s"; \
-	done; echo "make test: OK in $$(( $$(date +%s) - t0 ))s ($(TEST_STEPS))"
+# Every step CI runs, in order, as sub-makes; lint runs beside test-sql and test-isolation
+# (scripts/test-all.sh). Each step prints its time: the whole must stay under 10 minutes.
+test: ## everything CI runs: deps install db-up check-frozen test-sql test-isolation (lint beside them) test-python test-sql-only test-e2e
+	@scripts/test-all.sh "$(MAKE)"
 
 demo: $(DB_PREREQS) ## the main job: SQL round trip, then worker processes draining a 20,000-execution wave
 	@scripts/demo.sh
