@@ -1310,6 +1310,11 @@ CREATE FUNCTION pgconductor._claim_trim(p_queue text, p_ids uuid[], p_limits jso
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    -- Taken apart once: an arrow into p_limits in the query copied the whole object per row.
+    v_task    jsonb := p_limits->'task';
+    v_key     jsonb := p_limits->'key';
+    v_default jsonb := p_limits->'key_default';
 BEGIN
     WITH picked AS (
         SELECT p.id, p.ord, e.task_key, coalesce(e.concurrency_key, '') AS k,
@@ -1319,23 +1324,23 @@ BEGIN
           JOIN pgconductor.executions AS e ON e.queue = p_queue AND e.id = p.id
     ), admitted AS (
         SELECT x.id, x.ord, x.task_key, x.k FROM picked AS x
-         WHERE x.rn_task <= coalesce((p_limits->'task'->>x.task_key)::integer, 2147483647)
-           AND x.rn_key <= coalesce((p_limits->'key'->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
-                                    (p_limits->'key_default'->>x.task_key)::integer, 2147483647)
+         WHERE x.rn_task <= coalesce((v_task->>x.task_key)::integer, 2147483647)
+           AND x.rn_key <= coalesce((v_key->>(x.task_key || pgconductor._key_sep() || x.k))::integer,
+                                    (v_default->>x.task_key)::integer, 2147483647)
     ), tasks_left AS (
         SELECT t.key AS task_key, t.value::integer - (SELECT count(*) FROM admitted AS a WHERE a.task_key = t.key)::integer AS allow
-          FROM jsonb_each_text(p_limits->'task') AS t
+          FROM jsonb_each_text(v_task) AS t
     ), keys_left AS (
         SELECT a.task_key || pgconductor._key_sep() || a.k AS key,
-               coalesce((p_limits->'key'->>(a.task_key || pgconductor._key_sep() || a.k))::integer,
-                        (p_limits->'key_default'->>a.task_key)::integer) - count(*)::integer AS allow
+               coalesce((v_key->>(a.task_key || pgconductor._key_sep() || a.k))::integer,
+                        (v_default->>a.task_key)::integer) - count(*)::integer AS allow
           FROM admitted AS a
-         WHERE p_limits->'key_default' ? a.task_key OR p_limits->'key' ? (a.task_key || pgconductor._key_sep() || a.k)
+         WHERE v_default ? a.task_key OR v_key ? (a.task_key || pgconductor._key_sep() || a.k)
          GROUP BY a.task_key, a.k
     )
     SELECT (SELECT coalesce(array_agg(a.id ORDER BY a.ord), '{}') FROM admitted AS a),
            jsonb_set(jsonb_set(p_limits, '{task}', (SELECT coalesce(jsonb_object_agg(t.task_key, t.allow), '{}') FROM tasks_left AS t)),
-                     '{key}', p_limits->'key' || (SELECT coalesce(jsonb_object_agg(k.key, k.allow), '{}') FROM keys_left AS k)),
+                     '{key}', v_key || (SELECT coalesce(jsonb_object_agg(k.key, k.allow), '{}') FROM keys_left AS k)),
            ARRAY(SELECT t.task_key FROM tasks_left AS t WHERE t.allow <= 0),
            ARRAY(SELECT k.key FROM keys_left AS k WHERE k.allow <= 0)
       INTO ids, limits, blocked, blocked_keys;
