@@ -1348,6 +1348,47 @@ BEGIN
 END
 $$;
 
+-- The fair pick finds each key with its first claimable row in one probe.
+DROP FUNCTION pgconductor._fair_keys(text, text, text, integer);
+
+-- Up to p_limit concurrency keys ('' for none) of queue p_queue with a claimable row
+-- (_claimable with the other arguments, not among p_exclude), in "C" order, from p_from on
+-- and no greater than p_upto (NULL: no bound), each with its first claimable row: a loose
+-- scan of the fair index, each step one probe for the next greater key (keys contain no
+-- control characters, so in "C" order k || chr(1) is where the keys after k begin). Locks
+-- nothing. Returns keys and ids, in key order. PL/pgSQL: a SQL function in a PL/pgSQL
+-- expression would keep its plans for the transaction.
+CREATE FUNCTION pgconductor._fair_firsts(p_queue text, p_from text, p_upto text, p_limit integer,
+                                         p_task_keys text[], p_blocked text[], p_blocked_keys text[],
+                                         p_max_attempts jsonb, p_exclude uuid[], p_now timestamptz,
+                                         OUT keys text[], OUT ids uuid[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WITH RECURSIVE ks(k, id, n) AS (
+        SELECT f.k, f.id, 1 FROM (
+            SELECT coalesce(e.concurrency_key, '') COLLATE "C" AS k, e.id FROM pgconductor.executions AS e
+             WHERE e.queue = p_queue AND coalesce(e.concurrency_key, '') COLLATE "C" >= p_from
+               AND pgconductor._claimable(e, p_now, p_task_keys, p_blocked, p_blocked_keys, p_max_attempts)
+               AND NOT (e.id = ANY (p_exclude))
+             ORDER BY coalesce(e.concurrency_key, '') COLLATE "C", e.priority, e.run_at, e.id LIMIT 1) AS f
+         WHERE p_upto IS NULL OR f.k <= p_upto COLLATE "C"
+        UNION ALL
+        SELECT f.k, f.id, ks.n + 1 FROM ks CROSS JOIN LATERAL (
+            SELECT coalesce(e.concurrency_key, '') COLLATE "C" AS k, e.id FROM pgconductor.executions AS e
+             WHERE e.queue = p_queue AND coalesce(e.concurrency_key, '') COLLATE "C" >= ks.k || chr(1)
+               AND pgconductor._claimable(e, p_now, p_task_keys, p_blocked, p_blocked_keys, p_max_attempts)
+               AND NOT (e.id = ANY (p_exclude))
+             ORDER BY coalesce(e.concurrency_key, '') COLLATE "C", e.priority, e.run_at, e.id LIMIT 1) AS f
+         WHERE ks.n < p_limit AND (p_upto IS NULL OR f.k <= p_upto COLLATE "C")
+    )
+    SELECT coalesce(array_agg(ks.k ORDER BY ks.n), '{}'), coalesce(array_agg(ks.id ORDER BY ks.n), '{}')
+      INTO keys, ids
+      FROM ks;
+END
+$$;
+
 -- The fair-share pick of queue p_queue: up to p_limit claimable rows (_claimable with the
 -- other arguments), round-robin over its concurrency keys (rows without one form key ''),
 -- starting after key p_cursor and wrapping around; a key of weight w (key_weights) gives w
@@ -1363,16 +1404,26 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_keys text[];
-    v_base integer;
-    v_got  uuid[];
-    v_full text[];
+    v_keys  text[];
+    v_first record;
+    v_wrap  record;
+    v_base  integer;
+    v_got   uuid[];
+    v_full  text[];
+    v_pass1 boolean := false;
 BEGIN
-    -- The next keys with pending rows after the cursor, then from the first key up to it.
-    v_keys := pgconductor._fair_keys(p_queue, coalesce(p_cursor || chr(1), ''), NULL, p_limit);
-    IF cardinality(v_keys) < p_limit AND p_cursor IS NOT NULL THEN
-        v_keys := v_keys || pgconductor._fair_keys(p_queue, '', p_cursor, p_limit - cardinality(v_keys));
+    -- The next keys with claimable rows after the cursor, then from the first key up to it.
+    SELECT * INTO v_first FROM pgconductor._fair_firsts(
+        p_queue, coalesce(p_cursor || chr(1), ''), NULL, p_limit,
+        p_task_keys, p_blocked, p_blocked_keys, p_max_attempts, p_exclude, p_now);
+    IF cardinality(v_first.keys) < p_limit AND p_cursor IS NOT NULL THEN
+        SELECT * INTO v_wrap FROM pgconductor._fair_firsts(
+            p_queue, '', p_cursor, p_limit - cardinality(v_first.keys),
+            p_task_keys, p_blocked, p_blocked_keys, p_max_attempts, p_exclude, p_now);
+        v_first.keys := v_first.keys || v_wrap.keys;
+        v_first.ids := v_first.ids || v_wrap.ids;
     END IF;
+    v_keys := v_first.keys;
     IF cardinality(v_keys) = 0 THEN
         ids := '{}';
         RETURN;
@@ -1385,7 +1436,24 @@ BEGIN
     -- unit, enough when every key has rows to give); a key that gave its whole share stays in
     -- play for the next pass, so keys with nothing to give do not leave the batch short.
     ids := '{}';
+    -- As many keys as rows wanted, none weighted: the first pass is one row of each, the first
+    -- rows the probes found (locking them by primary key costs less than a probe per key).
+    IF cardinality(v_keys) >= p_limit AND NOT EXISTS (SELECT 1 FROM pgconductor.key_weights AS w WHERE w.queue = p_queue) THEN
+        SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}'), coalesce(array_agg(x.k ORDER BY x.ord), '{}')
+          INTO ids, v_keys
+          FROM (SELECT c.id, f.k, f.ord
+                  FROM unnest(v_first.ids, v_first.keys) WITH ORDINALITY AS f(id, k, ord)
+                  JOIN pgconductor.executions AS c ON c.queue = p_queue AND c.id = f.id
+                 WHERE pgconductor._claimable(c, p_now, p_task_keys, p_blocked, p_blocked_keys, p_max_attempts)
+                 ORDER BY f.ord
+                   FOR UPDATE OF c SKIP LOCKED) AS x;
+        v_pass1 := true;
+        IF cardinality(ids) >= p_limit OR cardinality(v_keys) = 0 THEN
+            RETURN;
+        END IF;
+    END IF;
     FOR v_pass IN 1..3 LOOP
+        CONTINUE WHEN v_pass1 AND v_pass = 1;
         SELECT ceil((p_limit - cardinality(ids))::numeric / sum(coalesce(w.weight, 1)))::integer INTO v_base
           FROM unnest(v_keys) AS k(k)
           LEFT JOIN pgconductor.key_weights AS w ON w.queue = p_queue AND w.key = k.k;
