@@ -11,6 +11,7 @@ No traceback is shown for a database error, bad JSON, a refused connection or a 
 | `cli_inspect` | `show`, `list`, `retry` |
 | `cli_workflow` | `wait`, the workflow part of `show` |
 | `cli_flow` | `pause`, `resume`, `flow`, `maintain`, `cancel` by key |
+| `cli_schedules` | `schedules` (list, pause, resume, backfill, remove), `schedule` |
 | `worker_cli` | `worker start` |
 | `cli_common` | options, errors, the client, loading `--app` |
 """
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgconductor import cli_flow, cli_inspect, cli_workflow
+from pgconductor import cli_flow, cli_inspect, cli_schedules, cli_workflow
 from pgconductor.cli_common import (
     AppOption,
     Connection,
@@ -424,4 +425,5 @@ def _register_worker_commands() -> None:
 cli_inspect.register(app)
 cli_workflow.register(app)
 cli_flow.register(app)
+cli_schedules.register(app)
 _register_worker_commands()
