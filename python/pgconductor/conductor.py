@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from datetime import datetime, time, timedelta
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar, Unpack, cast
 from uuid import UUID
 
 from sqlalchemy import Connection
@@ -33,6 +33,12 @@ from pgconductor.flow import (
     task_limits,
 )
 from pgconductor.protocol import DatabaseClient, SyncInvoker
+from pgconductor.sources import (
+    SOURCE_OPTIONS,
+    SourceOptions,
+    task_sources,
+    unique_schedule_names,
+)
 from pgconductor.task import (
     Backoff,
     Task,
@@ -44,11 +50,16 @@ from pgconductor.task import (
 from pgconductor.types import ExecutionInfo, TaskSpec
 from pgconductor.workflow import check_name
 
-__all__ = ["Backoff", "Conductor", "Task", "TaskContext"]
+__all__ = ["Backoff", "Conductor", "Task", "TaskContext", "TaskOptions"]
 
 R = TypeVar("R")
 #: SQLSTATE of a call to a function the installed extension does not have.
 UNDEFINED_FUNCTION = "42883"
+
+
+class TaskOptions(TaskLimits, SourceOptions, total=False):
+    """The keyword settings of `@conductor.task(...)` beyond the basic ones: flow-control
+    limits (0.7.0) and schedules and event sources (0.8.0)."""
 
 
 def _context_mapping(context: Mapping[str, Any] | object | None) -> dict[str, Any]:
@@ -123,7 +134,7 @@ class Conductor(FlowControl):
         timeout: timedelta | float | None = None,
         max_retry_after: int | None = None,
         payload: Any = None,
-        **limits: Unpack[TaskLimits],
+        **options: Unpack[TaskOptions],
     ) -> Callable[[Callable[..., R]], Task[R]]:
         """Register a handler `(ctx, payload)` (async or plain) under `key`; returns a `Task`.
 
@@ -131,6 +142,8 @@ class Conductor(FlowControl):
         with `register_task`/`declare_task`), or the default for a new task (queue
         `default`, 3 attempts, backoff 1 s to 10 min, UTC, no window, no timeout, 20
         `RetryAfter`s; no flow-control limit, keep completed 7 days and failed 30).
+        Schedules and event sources (`cron`, `on_event`, `on_table`, ...: `SourceOptions`)
+        are declared as static ones at each worker start.
         """
         if not key or not isinstance(key, str):
             raise InvalidInput("a task key must be a non-empty string", sqlstate="22023")
@@ -155,14 +168,19 @@ class Conductor(FlowControl):
             given["window_start"], given["window_end"] = (
                 clock_time(v, "window bound") for v in window
             )
-        given |= task_limits(limits)
+        limits = {n: v for n, v in options.items() if n not in SOURCE_OPTIONS}
+        given |= task_limits(cast(TaskLimits, limits))
         given = {name: value for name, value in given.items() if value is not None}
         spec = TaskSpec(key=key, **given, declared=frozenset(given))
+        sources = task_sources(key, options)
+        unique_schedule_names(self.tasks.values(), key, sources)
 
         def register(handler: Callable[..., R]) -> Task[R]:
             if not callable(handler):
                 raise TypeError("@conductor.task must decorate a function")
-            task = Task(self, handler, spec, payload)
+            task = Task(self, handler, spec, payload, sources)
+            for schedule in sources.schedules:  # the payload each run will get, checked now
+                task.dump_payload({} if schedule.payload is None else schedule.payload)
             self.tasks[key] = task
             return task
 

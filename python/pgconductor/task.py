@@ -11,8 +11,8 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from datetime import time, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from uuid import UUID
 
 from pydantic import TypeAdapter
@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from pgconductor.durable import DurableContext
 from pgconductor.errors import Cancelled, InvalidInput, PayloadValidationError
+from pgconductor.sources import OccurrenceReader, Sources
 from pgconductor.types import TaskSpec
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["Backoff", "ExecutionLogger", "Task", "TaskContext", "settings_made_in_sql"]
 
 R = TypeVar("R")
+#: `TaskContext._occurs_at` before the occurrence time was read.
+_UNREAD = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,8 @@ class TaskContext(DurableContext):
     """What a handler receives as `ctx`: the execution's identity plus the extra context.
 
     The durable methods (`ctx.step`, `ctx.sleep`, `ctx.invoke`, `ctx.wait_for_event`, ...)
-    come from `DurableContext`.
+    come from `DurableContext`. `await ctx.scheduled_at()` is the occurrence time of a run
+    a schedule made.
 
     Attributes of the Conductor's `context` are reachable directly (`ctx.db`) or through
     `ctx.extra["db"]`. `cancel_event` is made on first use (most handlers never look), set
@@ -71,6 +75,8 @@ class TaskContext(DurableContext):
         "_base_logger",
         "_cancel_event",
         "_logger",
+        "_occurrence",
+        "_occurs_at",
         "_stop_requested",
         "attempt",
         "execution_id",
@@ -104,6 +110,9 @@ class TaskContext(DurableContext):
         self._run = None
         self._run_factory = None
         self._claim = None
+        #: In a worker, what reads the occurrence time (`scheduled_at`); set by the worker.
+        self._occurrence: OccurrenceReader | None = None
+        self._occurs_at: datetime | object | None = _UNREAD
 
     def __repr__(self) -> str:
         return (
@@ -162,6 +171,31 @@ class TaskContext(DurableContext):
         if event is not None:
             event.set()
 
+    async def scheduled_at(self) -> datetime | None:
+        """When the schedule occurrence that made this execution was due (its cron time, an
+        aware datetime), or None for an execution no schedule made.
+
+        Read from the database (`occurrence_of`) at the first call, then remembered; None
+        outside a worker and on an extension before 0.8.0. A sync handler calls
+        `scheduled_at_sync()` instead.
+        """
+        found = self._occurs_at
+        if found is _UNREAD:
+            reader = self._occurrence
+            found = None if reader is None else await reader.read(self.execution_id)
+            self._occurs_at = found
+        return cast("datetime | None", found)
+
+    def scheduled_at_sync(self) -> datetime | None:
+        """`scheduled_at` for a sync handler: blocks its thread while the worker's event loop
+        reads it (refused on the event loop itself)."""
+        found = self._occurs_at
+        if found is _UNREAD:
+            reader = self._occurrence
+            found = None if reader is None else reader.read_blocking(self.execution_id)
+            self._occurs_at = found
+        return cast("datetime | None", found)
+
     def __getattr__(self, name: str) -> Any:
         """Look up names of the extra context (`ctx.db` for `context={"db": ...}`)."""
         if name.startswith("__"):
@@ -212,11 +246,18 @@ class Task(Generic[R]):
     """A registered handler with its `TaskSpec` and payload type; invocable directly."""
 
     def __init__(
-        self, conductor: Conductor, handler: Callable[..., R], spec: TaskSpec, payload: Any
+        self,
+        conductor: Conductor,
+        handler: Callable[..., R],
+        spec: TaskSpec,
+        payload: Any,
+        sources: Sources | None = None,
     ) -> None:
         self.conductor = conductor
         self.handler = handler
         self.spec = spec
+        #: Its schedules, event subscriptions and table triggers, declared at worker start.
+        self.sources = sources or Sources()
         self.payload_type = payload
         self.is_async = inspect.iscoroutinefunction(handler)
         self._adapter: TypeAdapter[Any] | None = None if payload is None else TypeAdapter(payload)
