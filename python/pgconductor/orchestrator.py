@@ -13,7 +13,10 @@ milliseconds. Signals: `shutdown` → graceful stop, `cancel` → abort that han
 durable workflows, it reads the version after each heartbeat and warns when a live upgrade
 brings them (its workers go on as they started: a restart picks them up). On extension
 0.7.0 or later it also runs the maintenance service (`maintenance.py`: `maintain()` every
-`maintenance_interval`, 10 s with jitter; None turns it off in this process).
+`maintenance_interval`, 10 s with jitter; None turns it off in this process). On 0.8.0 or
+later it declares the tasks' schedules and event sources after the tasks (`sources.py`:
+static ones the code dropped are removed) and ticks schedules every `tick_interval` (1 s;
+None: no ticks here).
 
 `stop()` stops the workers (each waits `grace_period` for its handlers, aborts the rest and
 waits `abort_grace` for them, then flushes), then the heartbeat and the notifier, then calls
@@ -43,11 +46,13 @@ from pgconductor.db import SqlDatabaseClient
 from pgconductor.flow import check_task_limits
 from pgconductor.lib.backoff import jittered
 from pgconductor.lib.event import wait_event
-from pgconductor.maintenance import DEFAULT_INTERVAL, Maintenance
+from pgconductor.maintenance import DEFAULT_INTERVAL, DEFAULT_TICK_INTERVAL, Maintenance, Ticker
 from pgconductor.notifier import Notifier, conninfo_from_url
 from pgconductor.protocol import DatabaseClient, FlowClient, SchemaClient
 from pgconductor.schema import PACKAGE_VERSION, SchemaManager
 from pgconductor.service import Service, ServiceState
+from pgconductor.source_types import SourceClient
+from pgconductor.sources import check_sources, declare_sources
 from pgconductor.types import Signal
 from pgconductor.worker import Worker
 
@@ -59,6 +64,8 @@ RETRY_AFTER_SINCE = (0, 4, 0)
 WORKFLOWS_SINCE = (0, 6, 0)
 #: The first extension version with flow control and `maintain()`.
 FLOW_SINCE = (0, 7, 0)
+#: The first extension version with schedules, event subscriptions and table triggers.
+SOURCES_SINCE = (0, 8, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +135,7 @@ class Orchestrator(Service):
         use_listen: bool = True,
         listen_url: str | None = None,
         maintenance_interval: timedelta | float | None = DEFAULT_INTERVAL,
+        tick_interval: timedelta | float | None = DEFAULT_TICK_INTERVAL,
         orchestrator_id: UUID | None = None,
         clock: Clock | None = None,
         logger: logging.Logger | None = None,
@@ -150,6 +158,11 @@ class Orchestrator(Service):
         if self.maintenance_interval is not None and not self.maintenance_interval > 0:
             raise ValueError("maintenance_interval must be longer than zero (None: no passes)")
         self.maintenance: Maintenance | None = None
+        #: Seconds between schedule ticks (0.8.0 on), None for none in this process.
+        self.tick_interval = None if tick_interval is None else _seconds(tick_interval)
+        if self.tick_interval is not None and not self.tick_interval > 0:
+            raise ValueError("tick_interval must be longer than zero (None: no ticks)")
+        self.ticker: Ticker | None = None
         self._defaults: dict[str, Any] = {
             "concurrency": concurrency,
             "fetch_batch": fetch_batch,
@@ -187,6 +200,7 @@ class Orchestrator(Service):
         self._retry_after = True
         self._workflows = True
         self._flow = True
+        self._sources = True
         self._installed: str | None = None  # the extension version at start
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -205,7 +219,9 @@ class Orchestrator(Service):
             self._retry_after = _release(installed) >= RETRY_AFTER_SINCE
             self._workflows = _release(installed) >= WORKFLOWS_SINCE
             self._flow = _release(installed) >= FLOW_SINCE
+            self._sources = _release(installed) >= SOURCES_SINCE
             check_task_limits(self.conductor.tasks.values(), _release(installed))
+            check_sources(self.conductor.tasks.values(), _release(installed))
             await self._declare_tasks()
             self.workers = [self._make_worker(client, c) for c in self.configs]
             await self._beat(raise_errors=True)
@@ -243,9 +259,21 @@ class Orchestrator(Service):
         if self._queues_follow_tasks:
             self.configs = [WorkerConfig(q) for q in _task_queues(self.conductor)]
         _check_queues(self.conductor, self.configs, settled=True)
+        if self._sources:
+            removed = await declare_sources(self.conductor.client, self.conductor.tasks.values())
+            for count, what in zip(
+                removed, ("schedule", "subscription", "table trigger"), strict=True
+            ):
+                if count:
+                    self.log.info(
+                        "removed %d static %s(s) the code no longer declares", count, what
+                    )
 
     async def _start_maintenance(self, client: DatabaseClient, installed: str) -> None:
-        """Run `maintain()` passes unless disabled or the extension predates 0.7.0."""
+        """Run `maintain()` passes (0.7.0 on) and schedule ticks (0.8.0 on) unless disabled."""
+        if self.tick_interval is not None and self._sources and isinstance(client, SourceClient):
+            self.ticker = Ticker(client, interval=self.tick_interval, clock=self.clock)
+            await self.ticker.start()
         if self.maintenance_interval is None or not self._flow:
             return
         if not isinstance(client, FlowClient):
@@ -284,6 +312,7 @@ class Orchestrator(Service):
             clock=self.clock,
             retry_after=self._retry_after,
             workflows=self._workflows,
+            sources=self._sources,
         )
 
     async def _on_stop(self) -> None:
@@ -300,6 +329,8 @@ class Orchestrator(Service):
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             await asyncio.wait((self._heartbeat_task,))
+        if self.ticker is not None:
+            await self.ticker.stop()
         if self.maintenance is not None:
             await self.maintenance.stop()
         if self.notifier is not None:

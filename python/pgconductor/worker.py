@@ -46,6 +46,8 @@ from pgconductor.lib.event import wait_event
 from pgconductor.lib.threadpool import DaemonThreadPool
 from pgconductor.protocol import DatabaseClient
 from pgconductor.service import Service
+from pgconductor.source_types import SourceClient
+from pgconductor.sources import OccurrenceReader
 from pgconductor.steps import StepWriter
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus, ReturnOutcome
 from pgconductor.workflow import DurableRun
@@ -101,6 +103,7 @@ class Worker(Service):
         logger: logging.Logger | None = None,
         retry_after: bool = True,
         workflows: bool = True,
+        sources: bool = True,
     ) -> None:
         if concurrency < 1 or flush_batch < 1 or (fetch_batch is not None and fetch_batch < 1):
             raise ValueError("concurrency, fetch_batch and flush_batch must be at least 1")
@@ -128,6 +131,9 @@ class Worker(Service):
         self.retry_after = retry_after
         #: Why durable calls fail at once: an extension before 0.6.0 has no workflows.
         self._no_workflows = None if workflows else WORKFLOWS_MISSING
+        #: Whether `ctx.scheduled_at()` may read `occurrence_of` (extension 0.8.0 on).
+        self._sources = sources
+        self._occurrences: OccurrenceReader | None = None  # made on the loop, at start
         self._running: dict[UUID, Execution] = {}
         #: The claim behind each result not yet answered by SQL (for the outcome's log line),
         #: by the id's int (hashing a UUID runs Python code; its int hashes in C).
@@ -228,6 +234,8 @@ class Worker(Service):
     # -- service contract ------------------------------------------------------------------
 
     async def _on_start(self) -> None:
+        client = self.client if self._sources and isinstance(self.client, SourceClient) else None
+        self._occurrences = OccurrenceReader(client, asyncio.get_running_loop())
         self._flusher = self.spawn(self._results.run(), "flush")
         self._fetcher = self.spawn(self._fetch_loop(), "fetch")
         self.log.info(
@@ -364,11 +372,12 @@ class Worker(Service):
         self._settled.clear()
         create_task = asyncio.get_running_loop().create_task
         extra, logger, running = self._extra, self._handler_log, self._running
-        make_run = self._durable_run
+        make_run, occurrences = self._durable_run, self._occurrences
         for row in claimed:
             ctx = TaskContext(
                 row.id, row.task_key, row.queue, row.attempt, row.max_attempts, None, extra, logger
             )
+            ctx._occurrence = occurrences
             # A replay's run now (its stored steps read at the claim); else at the first
             # durable call, if any: a plain handler never needs one.
             if row.steps is not None:
