@@ -15,6 +15,7 @@ import pytest
 
 from pgconductor.conductor import Conductor, TaskContext
 from pgconductor.db import SqlDatabaseClient
+from pgconductor.maintenance import Ticker
 from pgconductor.orchestrator import Orchestrator
 from pgconductor.sources import Schedule
 from pgtest import execute
@@ -111,6 +112,29 @@ async def test_two_tickers_make_each_occurrence_once_over_100_ticks(
         T0 + timedelta(seconds=49),
         T0 + timedelta(seconds=50),
     ]
+
+
+async def test_two_ticker_services_share_a_schedule_of_every_second(
+    fresh_db_url: str, client: SqlDatabaseClient, wait_until: Callable[..., Any]
+) -> None:
+    await client.schedule("pulse", "job", "* * * * * *")
+    others = [SqlDatabaseClient(fresh_db_url) for _ in range(2)]
+    tickers = [Ticker(c, interval=0.25) for c in others]  # four ticks per occurrence
+    for ticker in tickers:
+        await ticker.start()
+    try:
+        await wait_until(lambda: sum(t.made for t in tickers) >= 3, timeout=10)
+    finally:
+        for ticker in tickers:
+            await ticker.stop()
+        for other in others:
+            await other.close()
+    assert min(t.ticks for t in tickers) >= 4
+    made = sum(t.made for t in tickers)
+    [(rows, keys)] = execute(
+        fresh_db_url, "SELECT count(*), count(DISTINCT dedupe_key) FROM pgconductor.executions"
+    )
+    assert rows == keys == made
 
 
 async def test_a_static_schedule_dropped_from_code_goes_at_the_next_start(
