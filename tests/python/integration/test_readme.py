@@ -15,6 +15,7 @@ database without the extension.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import shlex
@@ -137,13 +138,14 @@ def test_readme_snippets_run_in_order(bare_db_url: str, tmp_path: Path) -> None:
     assert re.search(r"^execution [0-9a-f-]{36}$", output, re.MULTILINE), output
     assert "retried 0 failed executions of task 'send-email'" in output
     # what the snippets made is in the database: 1004 from psql (4 invokes and a batch of
-    # 1000), 1001 from the command line, and the checkout workflow with its e-mail child
+    # 1000), 1001 from the command line, the checkout workflow with its e-mail child, and 7
+    # from schedules, events and table triggers (4 backfilled reports, 1 event, 2 row changes)
     total = execute(
         bare_db_url,
         "SELECT (SELECT count(*) FROM pgconductor.executions)"
         " + (SELECT count(*) FROM pgconductor.finished_executions)",
     )[0][0]
-    assert total == 1004 + 1001 + 2
+    assert total == 1004 + 1001 + 2 + 7
     # the workflow ran every step: charged once, slept, sent the receipt, got the event
     checkout = execute(
         bare_db_url,
@@ -153,3 +155,60 @@ def test_readme_snippets_run_in_order(bare_db_url: str, tmp_path: Path) -> None:
         " FROM pgconductor.finished_executions f WHERE task_key = 'checkout'",
     )
     assert checkout == [("completed", "DHL", "ada@example.com", 4)]
+
+    # schedules: the SQL backfill ran on the drained worker, each run knowing its occurrence
+    # (02:30 in Berlin = 01:30 UTC); the command line's backfill of the static one is pending
+    reports = execute(
+        bare_db_url,
+        "SELECT state, result->>'for' FROM pgconductor.finished_executions"
+        " WHERE task_key = 'report' ORDER BY result->>'for'",
+    )
+    assert reports == [("completed", f"2026-01-0{day}T01:30:00+00:00") for day in (1, 2, 3)], (
+        reports
+    )
+    assert execute(
+        bare_db_url,
+        "SELECT run_at FROM pgconductor.executions WHERE task_key = 'report'",
+    ) == [(dt.datetime(2026, 1, 5, 6, tzinfo=dt.UTC),)]
+    # the code's declarations: static; the schedule made by the command line is gone
+    assert execute(
+        bare_db_url,
+        "SELECT string_agg(name || ':' || static || ':' || paused, ',' ORDER BY name)"
+        " FROM pgconductor.schedules()",
+    ) == [("nightly-report:false:false,poll-feeds:false:true,report:true:true",)]
+    # the event: one execution with the projected payload; the table: insert of order 2,
+    # update of order 1 (the draft insert and the card update made none)
+    sources = execute(
+        bare_db_url,
+        "SELECT task_key, state, payload FROM pgconductor.finished_executions"
+        " WHERE task_key IN ('notify-warehouse', 'order-changed')"
+        " ORDER BY task_key, payload->>'op'",
+    )
+    assert sources == [
+        ("notify-warehouse", "completed", {"order_id": 7}),
+        (
+            "order-changed",
+            "completed",
+            {
+                "op": "insert",
+                "table": "public.orders",
+                "old": None,
+                "new": {"id": 2, "status": "paid"},
+            },
+        ),
+        (
+            "order-changed",
+            "completed",
+            {
+                "op": "update",
+                "table": "public.orders",
+                "old": {"id": 1, "status": "draft"},
+                "new": {"id": 1, "status": "paid"},
+            },
+        ),
+    ], sources
+    assert execute(
+        bare_db_url,
+        "SELECT (SELECT bool_and(static) FROM pgconductor.subscriptions())"
+        " AND (SELECT bool_and(static) FROM pgconductor.table_subscriptions())",
+    ) == [(True,)]
