@@ -325,8 +325,9 @@ async def declare_sources(client: object, tasks: Iterable[Task[Any]]) -> Removed
     for task in tasks:
         for s in task.sources.schedules:
             name = s.name or task.key
+            payload = task.dump_payload({} if s.payload is None else s.payload)
             await client.schedule(
-                name, task.key, s.cron, task.dump_payload(s.payload), s.tz, s.queue,
+                name, task.key, s.cron, payload, s.tz, s.queue,
                 s.missed, s.overlap, s.priority, True, s.catch_up_max,
             )  # fmt: skip
             names.append(name)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from fakes import FakeDatabaseClient
 from pgconductor.conductor import Conductor, TaskContext
@@ -355,3 +356,20 @@ async def test_the_blocking_read_refuses_the_event_loop_thread() -> None:
     assert await asyncio.to_thread(ctx.scheduled_at_sync) == WHEN
     assert await ctx.scheduled_at() == WHEN  # remembered
     assert fake.call_count("occurrence_of") == 1
+
+
+class Digest(BaseModel):
+    day: str
+    limit: int = 5
+
+
+async def test_a_schedule_payload_is_sent_in_the_task_payload_s_json_form() -> None:
+    fake = FakeDatabaseClient(version="0.8.0")
+    conductor = Conductor(fake)
+    conductor.task("digest", payload=Digest, cron="0 8 * * *", schedule_payload=Digest(day="mon"))(
+        lambda ctx, payload: None
+    )
+    await declare_sources(fake, conductor.tasks.values())
+    ((args, options),) = fake.calls_to("schedule")
+    assert args == ("digest", "digest", "0 8 * * *")
+    assert options["payload"] == {"day": "mon", "limit": 5}
