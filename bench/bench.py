@@ -17,6 +17,8 @@ installs the extension and this venv first. Sections (docs in bench/README.md):
   flow      flow control (bench/flow.py): drains with a per-key limit and with fair share vs
             unlimited in the same run; claim cost with a per-key limit at a small and a large
             backlog
+  sources   schedules and event sources (bench/sources.py): tick() cost with 10,000 schedules
+            not due, emit_event fan-out to 3 subscribers, 10,000 rows into a subscribed table
 Every section appends to results/results-<mode>.json; the report (REPORT.md for full,
 REPORT-quick.md for quick) and the plots are written from it at the end.
 """
@@ -73,6 +75,7 @@ MODES: dict[str, dict[str, Any]] = {
         "fanout_n": 1_000,
         "fanout_repeats": 1,
         "flow_n": 20_000,  # drains of the flow section (unlimited, per-key limit, fair share)
+        "sources_emits": 2_000,  # emit_event calls per rate of the sources section
         "flow_backlogs": [10_000, 100_000],  # claim cost with a per-key limit: first vs last
     },
     "full": {
@@ -90,6 +93,7 @@ MODES: dict[str, dict[str, Any]] = {
         "fanout_n": 1_000,
         "fanout_repeats": 3,
         "flow_n": 100_000,
+        "sources_emits": 10_000,
         "flow_backlogs": [10_000, 1_000_000],
     },
 }
@@ -947,7 +951,23 @@ def section_flow(res: Results, m: dict[str, Any]) -> None:
     flow.section(res, m)
 
 
-SECTIONS = ["enqueue", "backlog", "drain", "latency", "workflow", "xmin", "profile", "flow"]
+def section_sources(res: Results, m: dict[str, Any]) -> None:
+    import sources
+
+    sources.section(res, m)
+
+
+SECTIONS = [
+    "enqueue",
+    "backlog",
+    "drain",
+    "latency",
+    "workflow",
+    "xmin",
+    "profile",
+    "flow",
+    "sources",
+]
 
 
 def main() -> None:

@@ -200,7 +200,7 @@ def rows(d: dict[str, Any]) -> list[list[str]]:
                 ]
             )
             out.append([f"held xmin, {sysname}: dead tuples left", dead_s or "0", "", "", "", ""])
-    return out + workflow_rows(d.get("workflow") or {}) + flow_rows(d)
+    return out + workflow_rows(d.get("workflow") or {}) + flow_rows(d) + sources_rows(d)
 
 
 def _pick(series: list[dict[str, Any]], prefix: str) -> dict[str, Any] | None:
@@ -224,6 +224,24 @@ def flow_md(d: dict[str, Any]) -> list[str]:
     import flow
 
     return flow.md(d, _f)
+
+
+def sources_rows(d: dict[str, Any]) -> list[list[str]]:
+    """Summary rows of the schedules and event sources section (bench/sources.py)."""
+    if not d.get("sources"):
+        return []
+    import sources
+
+    return sources.rows(d, _f)
+
+
+def sources_md(d: dict[str, Any]) -> list[str]:
+    """The report's schedules and event sources section (bench/sources.py)."""
+    if not d.get("sources"):
+        return []
+    import sources
+
+    return sources.md(d, _f)
 
 
 def workflow_rows(wf: dict[str, Any]) -> list[list[str]]:
@@ -602,6 +620,7 @@ def write(d: dict[str, Any], out_dir: Path, mode: str) -> Path:
     if d.get("workflow"):
         md += workflow_md(d["workflow"])
     md += flow_md(d)
+    md += sources_md(d)
     xm = d.get("xmin") or []
     if xm:
         md.append("## Held xmin\n")
