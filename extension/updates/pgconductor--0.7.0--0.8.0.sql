@@ -281,7 +281,8 @@ $$;
 
 -- The first occurrence of p_spec strictly after p_after, in the wall-clock time of time zone
 -- p_tz (a valid zone: the schedules check it once), with _cron_instant's rule across
--- daylight-saving changes. NULL when there is none (never, for a parsed expression, before
+-- daylight-saving changes, except that a schedule whose hour field allows every hour runs in
+-- both passes of a repeated hour (an hourly job runs 25 times that day). NULL when there is none (never, for a parsed expression, before
 -- the year 294276). Locks nothing.
 CREATE FUNCTION pgconductor._cron_next(p_spec pgconductor.cron_spec, p_tz text, p_after timestamptz)
 RETURNS timestamptz
@@ -290,8 +291,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_from  timestamp := date_trunc('second', p_after AT TIME ZONE p_tz) + interval '1 second';
-    v_local timestamp;
-    v_at    timestamptz;
+    v_local  timestamp;
+    v_at     timestamptz;
+    v_change timestamptz;
+    v_again  timestamp;
 BEGIN
     FOR v_try IN 1..3 LOOP
         v_local := pgconductor._cron_next_local(p_spec, v_from);
@@ -299,11 +302,26 @@ BEGIN
             RETURN NULL;
         END IF;
         v_at := pgconductor._cron_instant(p_tz, v_local);
+        IF v_at > p_after AND cardinality(p_spec.hours) = 24
+           AND pgconductor._tz_offset(p_tz, v_at) < pgconductor._tz_offset(p_tz, p_after) THEN
+            -- Every hour, and the clocks fall back before v_at: the second pass of the repeated
+            -- hour may come first (its wall-clock times were passed over above).
+            v_change := pgconductor._tz_change(p_tz, p_after, v_at);
+            v_again := pgconductor._cron_next_local(p_spec, v_change AT TIME ZONE p_tz);
+            IF v_again IS NOT NULL AND (v_again AT TIME ZONE p_tz) > p_after AND (v_again AT TIME ZONE p_tz) < v_at THEN
+                RETURN v_again AT TIME ZONE p_tz;  -- PostgreSQL reads a time shown twice as the later one
+            END IF;
+        END IF;
         IF v_at > p_after THEN
             RETURN v_at;
         END IF;
-        -- p_after is in the second pass of a time shown twice and v_local's first pass is over:
-        -- go on from the wall-clock time at which that second pass ends.
+        -- p_after is in the second pass of a time shown twice and v_local's first pass is over.
+        -- A schedule of every hour keeps its pace through the repeated hour (its second pass
+        -- runs too: an every-minute job must not stop for an hour):
+        IF cardinality(p_spec.hours) = 24 AND (v_local AT TIME ZONE p_tz) > p_after THEN
+            RETURN v_local AT TIME ZONE p_tz;  -- PostgreSQL reads a time shown twice as the later one
+        END IF;
+        -- other schedules go on from the wall-clock time at which that second pass ends.
         v_from := (pgconductor._tz_change(p_tz, v_at, p_after) AT TIME ZONE 'UTC') + pgconductor._tz_offset(p_tz, v_at);
     END LOOP;
     RETURN NULL;

@@ -2,15 +2,17 @@
 -- Europe/Berlin (2025-03-30 02:00 CET -> 03:00 CEST; 2025-10-26 03:00 CEST -> 02:00 CET) and
 -- America/New_York (2025-03-09 02:00 EST -> 03:00 EDT; 2025-11-02 02:00 EDT -> 01:00 EST).
 -- The rule (_cron_instant): a wall-clock time the clocks skip runs at the first instant after
--- the gap (03:00 local); one they show twice runs the first time only.
+-- the gap (03:00 local); one they show twice runs the first time only, unless the hour field
+-- allows every hour: such a schedule keeps its pace through both passes of the repeated hour.
 -- Cases: a daily job inside the skipped hour runs once that day, at 03:00; a daily job inside
 -- the repeated hour runs once that day, in its first pass; the days around run at their usual
--- wall-clock time; an hourly job skips the repeated hour; times in the gap collapse to one
--- run; asked from inside the second pass, the first pass counts as done. Beyond the two:
+-- wall-clock time; an hourly job runs in both passes of the repeated hour (25 runs that day)
+-- and an every-minute one never stops; times in the gap collapse to one run; asked from
+-- inside the second pass, the first pass of a daily job counts as done. Beyond the two:
 -- a gap at midnight (America/Santiago) and a half-hour change (Australia/Lord_Howe).
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(14);
+SELECT plan(17);
 
 -- The p_n occurrences after p_after.
 CREATE FUNCTION pg_temp.seq(p_cron text, p_tz text, p_after timestamptz, p_n integer) RETURNS timestamptz[]
@@ -36,8 +38,14 @@ SELECT is(pg_temp.seq('30 2 * * *', 'Europe/Berlin', '2025-10-25 00:00+00', 3),
           ARRAY['2025-10-25 00:30+00', '2025-10-26 00:30+00', '2025-10-27 01:30+00']::timestamptz[],
           'Berlin fall: daily 02:30 runs once on the day, the first time');
 SELECT is(pg_temp.seq('0 * * * *', 'Europe/Berlin', '2025-10-25 23:30+00', 4),
-          ARRAY['2025-10-26 00:00+00', '2025-10-26 02:00+00', '2025-10-26 03:00+00', '2025-10-26 04:00+00']::timestamptz[],
-          'Berlin fall: hourly at 02:00 CEST, then 03:00 CET (02:00 CET is not run again)');
+          ARRAY['2025-10-26 00:00+00', '2025-10-26 01:00+00', '2025-10-26 02:00+00', '2025-10-26 03:00+00']::timestamptz[],
+          'Berlin fall: hourly at 02:00 CEST, 02:00 CET, 03:00 CET: every hour of the 25');
+SELECT is((SELECT count(*)::integer FROM unnest(pg_temp.seq('0 * * * *', 'Europe/Berlin', '2025-10-25 21:59+00', 30)) AS t
+            WHERE t < '2025-10-26 23:00+00'),
+          25, 'Berlin fall: an hourly job runs 25 times on the 25-hour day');
+SELECT is((SELECT count(*)::integer FROM unnest(pg_temp.seq('* * * * *', 'Europe/Berlin', '2025-10-25 23:59:30+00', 200)) AS t
+            WHERE t < '2025-10-26 02:00+00'),
+          120, 'Berlin fall: an every-minute job runs each minute of the two real hours from 02:00 CEST');
 SELECT is(pg_temp.seq('0 12 * * *', 'Europe/Berlin', '2025-10-25 00:00+00', 2),
           ARRAY['2025-10-25 10:00+00', '2025-10-26 11:00+00']::timestamptz[],
           'Berlin fall: noon moves by an hour in UTC');
@@ -56,16 +64,19 @@ SELECT is(pg_temp.seq('30 1 * * *', 'America/New_York', '2025-11-01 00:00+00', 3
 SELECT is(pg_temp.seq('30 2 * * *', 'America/New_York', '2025-11-01 00:00+00', 3),
           ARRAY['2025-11-01 06:30+00', '2025-11-02 07:30+00', '2025-11-03 07:30+00']::timestamptz[],
           'New York fall: daily 02:30 (shown once) runs once each day');
-SELECT is(pg_temp.seq('0 * * * *', 'America/New_York', '2025-11-02 03:30+00', 3),
-          ARRAY['2025-11-02 04:00+00', '2025-11-02 05:00+00', '2025-11-02 07:00+00']::timestamptz[],
-          'New York fall: hourly at 00:00 and 01:00 EDT, then 02:00 EST (01:00 EST is not run again)');
+SELECT is(pg_temp.seq('0 * * * *', 'America/New_York', '2025-11-02 03:30+00', 4),
+          ARRAY['2025-11-02 04:00+00', '2025-11-02 05:00+00', '2025-11-02 06:00+00', '2025-11-02 07:00+00']::timestamptz[],
+          'New York fall: hourly at 00:00 and 01:00 EDT, 01:00 and 02:00 EST');
 -- Asked from inside the second pass (01:30 EST): the first pass of 01:45 is over.
 SELECT is(pg_temp.seq('45 1 * * *', 'America/New_York', '2025-11-02 06:30+00', 1),
           ARRAY['2025-11-03 06:45+00']::timestamptz[],
           'New York fall: from the second pass, 01:45 waits for the next day');
 SELECT is(pg_temp.seq('*/20 * * * *', 'America/New_York', '2025-11-02 06:30+00', 2),
-          ARRAY['2025-11-02 07:00+00', '2025-11-02 07:20+00']::timestamptz[],
-          'New York fall: from the second pass, the next run is at 02:00 EST');
+          ARRAY['2025-11-02 06:40+00', '2025-11-02 07:00+00']::timestamptz[],
+          'New York fall: from the second pass, every 20 minutes goes on at 01:40 EST');
+SELECT is(pg_temp.seq('*/20 1 * * *', 'America/New_York', '2025-11-02 06:30+00', 1),
+          ARRAY['2025-11-03 06:00+00']::timestamptz[],
+          'New York fall: every 20 minutes of the 1 AM hour only ran in its first pass');
 
 SELECT is(pg_temp.seq('0 0 * * *', 'America/Santiago', '2025-09-06 12:00+00', 2),
           ARRAY['2025-09-07 04:00+00', '2025-09-08 03:00+00']::timestamptz[],
