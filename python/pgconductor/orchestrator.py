@@ -9,11 +9,12 @@ raises, bounded by `start_timeout` (never a hang: the original's G25). The heart
 `heartbeat_interval`, and at once when a
 `pgconductor_signal` NOTIFY names this orchestrator, so a cancel reaches its handler in
 milliseconds. Signals: `shutdown` → graceful stop, `cancel` → abort that handler,
-`lease_lost` → abort it without reporting. Started on an extension without retry_after or
-durable workflows, it reads the version after each heartbeat and warns when a live upgrade
-brings them (its workers go on as they started: a restart picks them up). On extension
-0.7.0 or later it also runs the maintenance service (`maintenance.py`: `maintain()` every
-`maintenance_interval`, 10 s with jitter; None turns it off in this process). On 0.8.0 or
+`lease_lost` → abort it without reporting. Started on an extension without retry_after,
+durable workflows, flow control or schedules and sources (0.8.0), it reads the version after
+each heartbeat and warns when a live upgrade brings them (its workers go on as they started:
+a restart picks them up). On extension 0.7.0 or later it also runs the maintenance service
+(`maintenance.py`: `maintain()` every `maintenance_interval`, 10 s with jitter; None turns it
+off in this process). On 0.8.0 or
 later it declares the tasks' schedules and event sources after the tasks (`sources.py`:
 static ones the code dropped are removed) and ticks schedules every `tick_interval` (1 s;
 None: no ticks here).
@@ -467,7 +468,7 @@ class Orchestrator(Service):
             await wait_event(self._beat_now, jittered(self.heartbeat_interval, 0.1), self.clock)
             self._beat_now.clear()
             await self._beat()
-            if not (self._retry_after and self._workflows and self._flow):
+            if not (self._retry_after and self._workflows and self._flow and self._sources):
                 await self._note_upgrade()
 
     async def _note_upgrade(self) -> None:
@@ -487,6 +488,7 @@ class Orchestrator(Service):
                 ("retry_after", RETRY_AFTER_SINCE, self._retry_after),
                 ("durable workflows", WORKFLOWS_SINCE, self._workflows),
                 ("maintenance and flow-control limits", FLOW_SINCE, self._flow),
+                ("schedules, event subscriptions and table triggers", SOURCES_SINCE, self._sources),
             )
             if not had and _release(found) >= since
         ]

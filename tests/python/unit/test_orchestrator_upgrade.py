@@ -69,8 +69,31 @@ async def test_an_upgrade_that_brings_nothing_it_lacks_is_told_too(
     ]
 
 
+async def test_an_upgrade_to_0_8_0_names_schedules_and_sources(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeDatabaseClient("0.7.0")  # has everything but the sources: it still looks
+    orch = orchestrator_on(fake)
+    await orch.start()
+    try:
+        await fake.wait_for_call("extension_version", 2)
+        with caplog.at_level(logging.WARNING, logger="pgconductor.orchestrator"):
+            fake.installed_version = "0.8.0"
+            seen = fake.call_count("extension_version")
+            await fake.wait_for_call("extension_version", seen + 1)
+            await fake.wait_for_call("heartbeat", fake.call_count("heartbeat") + 3)
+    finally:
+        orch.force()
+        await orch.stop()
+    told = [r.getMessage() for r in caplog.records if "was upgraded" in r.getMessage()]
+    assert told == [
+        f"orchestrator {orch.id}: the extension was upgraded from 0.7.0 to 0.8.0 while it ran;"
+        " restart it to use schedules, event subscriptions and table triggers"
+    ]
+
+
 async def test_an_orchestrator_on_the_newest_features_does_not_look() -> None:
-    fake = FakeDatabaseClient("0.7.0")
+    fake = FakeDatabaseClient("0.8.0")
     orch = orchestrator_on(fake)
     await orch.start()
     try:
