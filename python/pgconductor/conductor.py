@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pgconductor.batching import BATCH_OPTIONS, BatchOptions, task_batch
 from pgconductor.clock import Clock, SystemClock
 from pgconductor.db import RetryPolicy, SqlDatabaseClient
 from pgconductor.errors import InvalidInput, PgConductorError
@@ -57,9 +58,9 @@ R = TypeVar("R")
 UNDEFINED_FUNCTION = "42883"
 
 
-class TaskOptions(TaskLimits, SourceOptions, total=False):
+class TaskOptions(TaskLimits, SourceOptions, BatchOptions, total=False):
     """The keyword settings of `@conductor.task(...)` beyond the basic ones: flow-control
-    limits (0.7.0) and schedules and event sources (0.8.0)."""
+    limits (0.7.0), schedules and event sources (0.8.0), batching (`batch_size`)."""
 
 
 def _context_mapping(context: Mapping[str, Any] | object | None) -> dict[str, Any]:
@@ -143,7 +144,8 @@ class Conductor(FlowControl):
         `default`, 3 attempts, backoff 1 s to 10 min, UTC, no window, no timeout, 20
         `RetryAfter`s; no flow-control limit, keep completed 7 days and failed 30).
         Schedules and event sources (`cron`, `on_event`, `on_table`, ...: `SourceOptions`)
-        are declared as static ones at each worker start.
+        are declared as static ones at each worker start. With `batch_size` (and
+        `batch_timeout`: `batching.BatchOptions`) the handler gets a list of payloads.
         """
         if not key or not isinstance(key, str):
             raise InvalidInput("a task key must be a non-empty string", sqlstate="22023")
@@ -168,17 +170,20 @@ class Conductor(FlowControl):
             given["window_start"], given["window_end"] = (
                 clock_time(v, "window bound") for v in window
             )
-        limits = {n: v for n, v in options.items() if n not in SOURCE_OPTIONS}
+        limits = {
+            n: v for n, v in options.items() if n not in SOURCE_OPTIONS and n not in BATCH_OPTIONS
+        }
         given |= task_limits(cast(TaskLimits, limits))
         given = {name: value for name, value in given.items() if value is not None}
         spec = TaskSpec(key=key, **given, declared=frozenset(given))
         sources = task_sources(key, options)
         unique_schedule_names(self.tasks.values(), key, sources)
+        batch = task_batch(key, options, sources)
 
         def register(handler: Callable[..., R]) -> Task[R]:
             if not callable(handler):
                 raise TypeError("@conductor.task must decorate a function")
-            task = Task(self, handler, spec, payload, sources)
+            task = Task(self, handler, spec, payload, sources, batch)
             for schedule in sources.schedules:  # the payload each run will get, checked now
                 task.dump_payload({} if schedule.payload is None else schedule.payload)
             self.tasks[key] = task

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import traceback
 from collections.abc import Callable
 from dataclasses import fields
@@ -182,7 +183,9 @@ def clean_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 
 #: Modules whose frames lead into a handler: a stored traceback starts after them.
-_OWN_FILES = frozenset({__file__, threadpool.__file__})
+_OWN_FILES = frozenset(
+    {__file__, threadpool.__file__, os.path.join(os.path.dirname(__file__), "batch_run.py")}
+)
 
 
 def error_text(exc: BaseException) -> str:

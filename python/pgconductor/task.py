@@ -24,10 +24,11 @@ from pgconductor.sources import OccurrenceReader, Sources
 from pgconductor.types import TaskSpec
 
 if TYPE_CHECKING:
+    from pgconductor.batching import BatchSettings
     from pgconductor.conductor import Conductor
     from pgconductor.types import Submitted
 
-__all__ = ["Backoff", "ExecutionLogger", "Task", "TaskContext", "settings_made_in_sql"]
+__all__ = ["Backoff", "ExecutionLogger", "StopFlag", "Task", "TaskContext", "settings_made_in_sql"]
 
 R = TypeVar("R")
 #: `TaskContext._occurs_at` before the occurrence time was read.
@@ -59,7 +60,54 @@ class ExecutionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"{extra['task_key']} {extra['execution_id']}: {msg}", kwargs
 
 
-class TaskContext(DurableContext):
+class StopFlag:
+    """The "asked to stop" flag of a handler's context (`TaskContext`, `BatchContext`).
+
+    The subclass has the `_cancel_event` and `_stop_requested` slots. `cancel_event` is made
+    on first use (most handlers never look), set at once if a stop was already requested.
+    """
+
+    __slots__ = ()
+
+    _cancel_event: asyncio.Event | None
+    _stop_requested: bool
+
+    @property
+    def cancel_event(self) -> asyncio.Event:
+        """Set when the execution is cancelled, times out, or the worker shuts down."""
+        event = self._cancel_event
+        if event is None:
+            # The subclass's slot (mypy checks a mixin's assignments against its own slots).
+            event = self._cancel_event = asyncio.Event()  # type: ignore[misc]
+            # Published before the flag is read: a stop requested meanwhile on another
+            # thread either sees this event or is seen here.
+            if self._stop_requested:
+                event.set()
+        return event
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the execution has been asked to stop (cancel, timeout, shutdown)."""
+        return self.is_cancelled()
+
+    def is_cancelled(self) -> bool:
+        """True once the execution has been asked to stop."""
+        event = self._cancel_event
+        return self._stop_requested if event is None else event.is_set()
+
+    def request_stop(self) -> None:
+        """Ask the handler to stop: `is_cancelled()` turns true and `cancel_event` is set.
+
+        The worker calls it (on the event loop) for a cancel, a shutdown, a lost lease or a
+        timeout.
+        """
+        self._stop_requested = True  # type: ignore[misc]
+        event = self._cancel_event
+        if event is not None:
+            event.set()
+
+
+class TaskContext(DurableContext, StopFlag):
     """What a handler receives as `ctx`: the execution's identity plus the extra context.
 
     The durable methods (`ctx.step`, `ctx.sleep`, `ctx.invoke`, `ctx.wait_for_event`, ...)
@@ -121,18 +169,6 @@ class TaskContext(DurableContext):
         )
 
     @property
-    def cancel_event(self) -> asyncio.Event:
-        """Set when the execution is cancelled, times out, or the worker shuts down."""
-        event = self._cancel_event
-        if event is None:
-            event = self._cancel_event = asyncio.Event()
-            # Published before the flag is read: a stop requested meanwhile on another
-            # thread either sees this event or is seen here.
-            if self._stop_requested:
-                event.set()
-        return event
-
-    @property
     def logger(self) -> ExecutionLogger:
         """A logger whose lines name the task and the execution (`pgconductor.task`)."""
         logger = self._logger
@@ -140,16 +176,6 @@ class TaskContext(DurableContext):
             extra = {"task_key": self.task_key, "execution_id": str(self.execution_id)}
             logger = self._logger = ExecutionLogger(self._base_logger, extra)
         return logger
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the execution has been asked to stop (cancel, timeout, shutdown)."""
-        return self.is_cancelled()
-
-    def is_cancelled(self) -> bool:
-        """True once the execution has been asked to stop."""
-        event = self._cancel_event
-        return self._stop_requested if event is None else event.is_set()
 
     def raise_if_cancelled(self) -> None:
         """Raise `Cancelled` once the execution has been asked to stop; else do nothing.
@@ -159,17 +185,6 @@ class TaskContext(DurableContext):
         """
         if self.is_cancelled():
             raise Cancelled(f"execution {self.execution_id} was asked to stop")
-
-    def request_stop(self) -> None:
-        """Ask the handler to stop: `is_cancelled()` turns true and `cancel_event` is set.
-
-        The worker calls it (on the event loop) for a cancel, a shutdown, a lost lease or a
-        timeout.
-        """
-        self._stop_requested = True
-        event = self._cancel_event
-        if event is not None:
-            event.set()
 
     async def scheduled_at(self) -> datetime | None:
         """When the schedule occurrence that made this execution was due (its cron time, an
@@ -252,12 +267,15 @@ class Task(Generic[R]):
         spec: TaskSpec,
         payload: Any,
         sources: Sources | None = None,
+        batch: BatchSettings | None = None,
     ) -> None:
         self.conductor = conductor
         self.handler = handler
         self.spec = spec
         #: Its schedules, event subscriptions and table triggers, declared at worker start.
         self.sources = sources or Sources()
+        #: A batch task's `batch_size` and `batch_timeout` (the handler gets a list), or None.
+        self.batch = batch
         self.payload_type = payload
         self.is_async = inspect.iscoroutinefunction(handler)
         self._adapter: TypeAdapter[Any] | None = None if payload is None else TypeAdapter(payload)

@@ -12,6 +12,11 @@
   size, or `flush_interval` after the first result); a failed call is retried with the same
   batch, which is safe because SQL applies a result only while its lease holds.
 
+Batch tasks (`batch_run.py`): their claimed executions wait in a `BatchCollector`, each
+holding its slot and lease like a running one, until the batch is full or `batch_timeout`
+after its first; one run then reports a result per execution. `stop()` releases the
+members of batches not launched yet before it waits for anything.
+
 `stop()` stops fetching, waits `grace_period` for running handlers, aborts the rest (they
 are released once they have stopped), waits `abort_grace`, gives up on handlers that still
 run (no result: SQL recovery handles their lease) and flushes. `drain()` runs until no due
@@ -30,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from pgconductor.batch_run import Batch, BatchCollector, BatchMember, refuse_durable, run_batch
 from pgconductor.clock import Clock, SystemClock
 from pgconductor.conductor import TaskContext
 from pgconductor.executor import (
@@ -135,6 +141,11 @@ class Worker(Service):
         self._sources = sources
         self._occurrences: OccurrenceReader | None = None  # made on the loop, at start
         self._running: dict[UUID, Execution] = {}
+        #: The batch tasks (`batch_size`): their executions are grouped before they run.
+        self._batch_tasks: dict[str, Any] = {
+            key: task for key, task in self.tasks.items() if getattr(task, "batch", None)
+        }
+        self._batches = BatchCollector(self._launch_batch, self.clock)
         #: The claim behind each result not yet answered by SQL (for the outcome's log line),
         #: by the id's int (hashing a UUID runs Python code; its int hashes in C).
         self._reported: dict[int, ClaimedExecution] = {}
@@ -234,6 +245,17 @@ class Worker(Service):
     # -- service contract ------------------------------------------------------------------
 
     async def _on_start(self) -> None:
+        for key, task in self._batch_tasks.items():
+            if task.batch.size > self.concurrency:
+                self.log.warning(
+                    "%s: task %s has batch_size %d above the concurrency %d: its batches"
+                    " hold at most %d executions",
+                    self.name,
+                    key,
+                    task.batch.size,
+                    self.concurrency,
+                    self.concurrency,
+                )
         client = self.client if self._sources and isinstance(self.client, SourceClient) else None
         self._occurrences = OccurrenceReader(client, asyncio.get_running_loop())
         self._flusher = self.spawn(self._results.run(), "flush")
@@ -250,6 +272,10 @@ class Worker(Service):
         self._stopping = True
         self._wake.set()
         self._capacity.set()
+        for member in self._batches.close():  # never started: pending again at once
+            member.done = True
+            self.stats.released += 1
+            self._finish(member, ExecutionResult(member.id, member.claimed.lease, RELEASED))
         if self._fetcher is not None and not self._fetcher.done():
             await asyncio.wait((self._fetcher,), timeout=max(self.grace_period, 1.0))
             self._fetcher.cancel()
@@ -373,11 +399,17 @@ class Worker(Service):
         create_task = asyncio.get_running_loop().create_task
         extra, logger, running = self._extra, self._handler_log, self._running
         make_run, occurrences = self._durable_run, self._occurrences
+        batch_tasks = self._batch_tasks
         for row in claimed:
             ctx = TaskContext(
                 row.id, row.task_key, row.queue, row.attempt, row.max_attempts, None, extra, logger
             )
             ctx._occurrence = occurrences
+            if batch_tasks and row.task_key in batch_tasks:  # waits for its batch
+                ctx._run_factory, ctx._claim = refuse_durable, row
+                member = running[row.id] = BatchMember(row, ctx)
+                self._batches.add(member, batch_tasks[row.task_key])
+                continue
             # A replay's run now (its stored steps read at the claim); else at the first
             # durable call, if any: a plain handler never needs one.
             if row.steps is not None:
@@ -430,13 +462,52 @@ class Worker(Service):
                 self.stats.released += 1
             else:
                 self.stats.finished += 1
-            if self._running.get(claimed.id) is execution:
-                del self._running[claimed.id]
-                if result is not None:
-                    self._push(result, claimed)
-            if not self._running:
-                self._settled.set()
-            self._capacity.set()
+            self._finish(execution, result)
+
+    def _finish(self, execution: Execution, result: ExecutionResult | None) -> None:
+        """An execution's handler has stopped: free its slot and report `result` (if any)."""
+        claimed = execution.claimed
+        if self._running.get(claimed.id) is execution:
+            del self._running[claimed.id]
+            if result is not None:
+                self._push(result, claimed)
+        if not self._running:
+            self._settled.set()
+        self._capacity.set()
+
+    def _launch_batch(self, batch: Batch) -> None:
+        """Run a full or expired batch (its members hold their slots until it ends)."""
+        runner = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        batch.runner = runner
+        for member in batch.members:
+            member.runner = runner
+
+    async def _run_batch(self, batch: Batch) -> None:
+        ended: list[tuple[BatchMember, ExecutionResult | None]] = []
+        try:
+            ended = await run_batch(
+                batch.task, batch, extra=self._extra, logger=self._handler_log, pool=self._pool
+            )
+        except asyncio.CancelledError:
+            pass  # cancelled from outside (event loop closing): report nothing
+        except Exception as exc:
+            self.log.error("%s: batch run failed for %s", self.name, batch.task, exc_info=exc)
+            text = error_text(exc)
+            ended = [
+                (m, ExecutionResult(m.id, m.claimed.lease, ResultStatus.FAILED, error=text))
+                for m in batch.members
+            ]
+        finally:
+            results = dict(ended)
+            for member in batch.members:
+                result = results.get(member)
+                if result is not None and result.status is RETRY_AFTER and not self.retry_after:
+                    result = _without_retry_after(result)
+                if result is not None and result.status is RELEASED:
+                    self.stats.released += 1
+                else:
+                    self.stats.finished += 1
+                self._finish(member, result)
 
     def _abort_one(self, execution_id: UUID, reason: Abort) -> bool:
         execution = self._running.get(execution_id)
