@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     __version__: str
 
+    from pgconductor.batching import BatchContext
     from pgconductor.clock import Clock, SystemClock
     from pgconductor.conductor import Backoff, Conductor, Task, TaskContext
     from pgconductor.db import DatabaseClient, RetryPolicy, SqlDatabaseClient
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     )
     from pgconductor.orchestrator import Orchestrator, WorkerConfig
     from pgconductor.schema import SUPPORTED_EXTENSION_VERSIONS, SchemaManager
+    from pgconductor.sources import EventSource, Schedule, TableSource
     from pgconductor.types import (
         ClaimedExecution,
         ExecutionInfo,
@@ -53,6 +55,7 @@ logging.getLogger("pgconductor").addHandler(logging.NullHandler())
 #: Where each public name lives. Names are imported on first use, so that importing a
 #: light module of the package (the CLI's `--help`) does not load SQLAlchemy and psycopg.
 _HOMES = {
+    "BatchContext": "pgconductor.batching",
     "Clock": "pgconductor.clock",
     "SystemClock": "pgconductor.clock",
     "Backoff": "pgconductor.conductor",
@@ -77,6 +80,9 @@ _HOMES = {
     "WorkerConfig": "pgconductor.orchestrator",
     "SUPPORTED_EXTENSION_VERSIONS": "pgconductor.schema",
     "SchemaManager": "pgconductor.schema",
+    "EventSource": "pgconductor.sources",
+    "Schedule": "pgconductor.sources",
+    "TableSource": "pgconductor.sources",
     "ClaimedExecution": "pgconductor.types",
     "ExecutionInfo": "pgconductor.types",
     "ExecutionResult": "pgconductor.types",
@@ -126,6 +132,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "SUPPORTED_EXTENSION_VERSIONS",
     "Backoff",
+    "BatchContext",
     "Cancelled",
     "ChildFailed",
     "ChildTimedOut",
@@ -133,6 +140,7 @@ __all__ = [
     "Clock",
     "Conductor",
     "DatabaseClient",
+    "EventSource",
     "ExecutionInfo",
     "ExecutionResult",
     "ExecutionSummary",
@@ -151,10 +159,12 @@ __all__ = [
     "RetryAfter",
     "RetryPolicy",
     "ReturnOutcome",
+    "Schedule",
     "SchemaManager",
     "Signal",
     "SqlDatabaseClient",
     "SystemClock",
+    "TableSource",
     "Task",
     "TaskContext",
     "TaskOverview",

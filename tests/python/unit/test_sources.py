@@ -169,3 +169,16 @@ def test_one_task_may_declare_every_kind(conductor: Conductor) -> None:
     sources = declare(conductor, cron="0 * * * *", on_event="e", on_table="public.t")
     assert bool(sources)
     assert (len(sources.schedules), len(sources.events), len(sources.tables)) == (1, 1, 1)
+
+
+def test_the_source_values_are_exported_by_the_package() -> None:
+    import pgconductor
+
+    assert (pgconductor.Schedule, pgconductor.EventSource, pgconductor.TableSource) == (
+        Schedule,
+        EventSource,
+        TableSource,
+    )
+    for name in ("Schedule", "EventSource", "TableSource"):
+        assert name in pgconductor.__all__
+        assert name in dir(pgconductor)
