@@ -11,7 +11,8 @@ Load it in your top-level `conftest.py` with `pytest_plugins = ["pgconductor.tes
   time; `set()` and `advance()` move the time every SQL function sees.
 - `connected(conductor, url)`: point a conductor at a database for a block.
 - `await run_inline(conductor, task, payload)`: invoke one execution and run one attempt of
-  it in this process through the real claim and `return_executions`; returns a `Ran`.
+  it in this process through the real claim and `return_executions`; returns a `Ran`. A
+  batch task's handler gets a batch of that one execution (`[payload]`).
 - `await run_execution(conductor, execution_id)`: the same for an execution that exists.
 - `await drain(conductor, queue=...)`: run a queue in-process until no due work is left.
 """
@@ -35,10 +36,13 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from pgconductor.batch_run import Batch, BatchMember, refuse_durable, run_batch
 from pgconductor.conductor import Conductor, Task, TaskContext
 from pgconductor.db import SqlDatabaseClient, to_sqlalchemy_url
 from pgconductor.errors import NotFound, PgConductorError
 from pgconductor.executor import execute
+from pgconductor.source_types import SOURCES_SINCE, SourceClient
+from pgconductor.sources import OccurrenceReader
 from pgconductor.steps import StepWriter
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus
 from pgconductor.worker import Worker
@@ -130,19 +134,11 @@ async def _run_one(conductor: Conductor, execution_id: UUID) -> Ran:
             mine.max_attempts,
             extra=conductor.context,
         )
-        steps = StepWriter(client, orchestrator_id, interval=0.0)
-        ctx._run = DurableRun(
-            mine.id,
-            mine.lease,
-            mine.steps,
-            saver=steps,
-            tasks=conductor.tasks,
-            clock=conductor.clock,
-        )
-        try:
-            result = await execute(task, mine, ctx)
-        finally:
-            await steps.close()
+        ctx._occurrence = await _occurrences(client)
+        if task.batch is not None:
+            result = await _run_batch_of_one(conductor, task, mine, ctx)
+        else:
+            result = await _run_alone(conductor, task, mine, ctx, orchestrator_id)
         if result is None:  # only a lost lease gives none, and nothing here loses one
             raise PgConductorError(f"execution {execution_id} reported no result")
         [outcome] = await client.return_executions(orchestrator_id, [result])
@@ -153,6 +149,54 @@ async def _run_one(conductor: Conductor, execution_id: UUID) -> Ran:
     return Ran(
         execution_id, outcome.outcome, after.state, after.attempts, after.result, after.last_error
     )
+
+
+async def _occurrences(client: DatabaseClient) -> OccurrenceReader:
+    """What reads `ctx.scheduled_at()`, as a worker has it (no client before 0.8.0)."""
+    found = await client.version()
+    recent = found is not None and _release(found) >= _release(SOURCES_SINCE)
+    usable = client if recent and isinstance(client, SourceClient) else None
+    return OccurrenceReader(usable, asyncio.get_running_loop())
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+async def _run_alone(
+    conductor: Conductor,
+    task: Task[Any],
+    mine: ClaimedExecution,
+    ctx: TaskContext,
+    orchestrator_id: UUID,
+) -> ExecutionResult | None:
+    """One attempt of an ordinary (maybe durable) task, its steps saved as a worker does."""
+    steps = StepWriter(conductor.client, orchestrator_id, interval=0.0)
+    ctx._run = DurableRun(
+        mine.id,
+        mine.lease,
+        mine.steps,
+        saver=steps,
+        tasks=conductor.tasks,
+        clock=conductor.clock,
+    )
+    try:
+        return await execute(task, mine, ctx)
+    finally:
+        await steps.close()
+
+
+async def _run_batch_of_one(
+    conductor: Conductor, task: Task[Any], mine: ClaimedExecution, ctx: TaskContext
+) -> ExecutionResult | None:
+    """One attempt of a batch task: its handler gets a batch of this one execution."""
+    ctx._run_factory, ctx._claim = refuse_durable, mine
+    member = BatchMember(mine, ctx)
+    batch = Batch(task)
+    batch.members.append(member)
+    member.batch = batch
+    [(_, result)] = await run_batch(task, batch, extra=conductor.context)
+    return result
 
 
 async def _claim(

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from fakes import FakeDatabaseClient
+from pgconductor.batching import BatchContext
 from pgconductor.conductor import Conductor, TaskContext
 from pgconductor.db import SqlDatabaseClient
 from pgconductor.errors import NotFound, PgConductorError
@@ -145,3 +146,71 @@ def test_the_clock_needs_an_aware_time() -> None:
     clock = DatabaseClock.__new__(DatabaseClock)
     with pytest.raises(ValueError, match="timezone-aware"):
         clock.set(datetime(2030, 1, 1))
+
+
+def of(task_key: str, found: ExecutionInfo) -> ExecutionInfo:
+    return dataclasses.replace(found, task_key=task_key)
+
+
+async def test_run_inline_hands_the_handler_the_occurrence_of_a_scheduled_run(
+    conductor: Conductor,
+) -> None:
+    fake = FakeDatabaseClient("0.8.0")
+    conductor.client = fake
+    due = datetime(2030, 1, 1, 6, tzinfo=UTC)
+    seen: list[datetime | None] = []
+
+    @conductor.task("report", queue="mail")
+    async def report(ctx: TaskContext, payload: Any) -> None:
+        seen.append(await ctx.scheduled_at())
+
+    mine = claimed("report", queue="mail")
+    fake.responses["invoke"] = lambda *args, **kwargs: mine.id
+    fake.responses["get_executions"] = Backlog([mine])
+    fake.responses["get_execution"] = lambda i: of("report", info(i, "completed"))
+    fake.responses["occurrence_of"] = lambda execution_id: due
+    await run_inline(conductor, "report")
+    assert seen == [due]
+    assert fake.calls_to("occurrence_of") == [((mine.id,), {})]
+
+
+async def test_run_inline_on_an_extension_before_sources_has_no_occurrence(
+    fake: FakeDatabaseClient, conductor: Conductor
+) -> None:
+    seen: list[datetime | None] = []
+
+    @conductor.task("report", queue="mail")
+    async def report(ctx: TaskContext, payload: Any) -> None:
+        seen.append(await ctx.scheduled_at())
+
+    mine = claimed("report", queue="mail")
+    fake.responses["invoke"] = lambda *args, **kwargs: mine.id
+    fake.responses["get_executions"] = Backlog([mine])
+    fake.responses["get_execution"] = lambda i: of("report", info(i, "completed"))
+    await run_inline(conductor, "report")  # the fake says 0.1.0
+    assert seen == [None]
+    assert fake.call_count("occurrence_of") == 0
+
+
+async def test_run_inline_of_a_batch_task_runs_a_batch_of_that_execution(
+    fake: FakeDatabaseClient, conductor: Conductor
+) -> None:
+    seen: list[tuple[list[Any], list[uuid.UUID], str]] = []
+
+    @conductor.task("index", queue="mail", batch_size=50)
+    async def index(ctx: BatchContext, payloads: list[Any]) -> list[int]:
+        seen.append((payloads, ctx.execution_ids, ctx.greeting))
+        return [p["n"] + 1 for p in payloads]
+
+    mine = claimed("index", {"n": 41}, queue="mail")
+    other = claimed("index", {"n": 0}, queue="mail")
+    fake.responses["invoke"] = lambda *args, **kwargs: mine.id
+    fake.responses["get_executions"] = Backlog([other, mine])
+    fake.responses["get_execution"] = lambda i: of("index", info(i, "completed", 42))
+    ran = await run_inline(conductor, "index", {"n": 41})
+    assert seen == [([{"n": 41}], [mine.id], "hello")]
+    assert ran.result == 42
+    assert [(r.id, r.status, r.result) for r in flushed(fake)] == [
+        (mine.id, ResultStatus.COMPLETED, 42),
+        (other.id, ResultStatus.RELEASED, None),
+    ]
