@@ -4,7 +4,7 @@ suite loads the plugin), the clock, run_inline and drain."""
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -153,3 +153,24 @@ async def test_run_inline_runs_a_workflow_one_run_at_a_time(fresh_db_url: str) -
             {"charged": 5},
         )
     assert charged == [5]
+
+
+async def test_run_execution_of_a_scheduled_run_knows_its_occurrence(fresh_db_url: str) -> None:
+    conductor = Conductor()
+    seen: list[Any] = []
+
+    @conductor.task("report")
+    async def report(ctx: TaskContext, payload: Any) -> None:
+        seen.append(await ctx.scheduled_at())
+
+    async with connected(conductor, fresh_db_url):
+        await conductor.register_tasks()
+        execute(fresh_db_url, "SELECT pgconductor.schedule('nightly', 'report', '30 2 * * *')")
+        execute(fresh_db_url, "SELECT pgconductor.backfill('nightly', '2026-01-01', '2026-01-02')")
+        [(execution_id,)] = execute(
+            fresh_db_url, "SELECT id FROM pgconductor.executions WHERE task_key = 'report'"
+        )
+        ran = await run_execution(conductor, execution_id)
+        invoked = await run_inline(conductor, report)
+    assert (ran.state, invoked.state) == ("completed", "completed")
+    assert seen == [datetime(2026, 1, 1, 2, 30, tzinfo=UTC), None]
