@@ -73,8 +73,8 @@ def task_batch(key: str, options: Mapping[str, Any], sources: Sources) -> BatchS
     """The `BatchSettings` of task `key` from its options (None: not a batch task).
 
     Refused (`InvalidInput` 22023, one line): a size that is not an integer of at least 1,
-    a negative or non-numeric timeout, a timeout without a size, and a schedule (`cron`):
-    each scheduled run has one occurrence time (`ctx.scheduled_at()`), which a batch has not.
+    a negative, infinite or non-numeric timeout, a timeout without a size, and a schedule
+    (`cron`): it makes one execution per occurrence, which a batch would only delay.
     """
     size, timeout = options.get("batch_size"), options.get("batch_timeout")
     if size is None:
@@ -85,8 +85,8 @@ def task_batch(key: str, options: Mapping[str, Any], sources: Sources) -> BatchS
         raise _bad(f"task {key!r}: batch_size must be an integer of at least 1, got {size!r}")
     if sources.schedules:
         raise _bad(
-            f"task {key!r}: a batch task cannot have a schedule (cron): each scheduled run"
-            " has its own occurrence time, a batch has none"
+            f"task {key!r}: a batch task cannot have a schedule (cron): a schedule makes one"
+            " execution per occurrence, which a batch would only delay"
         )
     if timeout is None:
         return BatchSettings(size)
