@@ -139,13 +139,23 @@ def test_readme_snippets_run_in_order(bare_db_url: str, tmp_path: Path) -> None:
     assert "retried 0 failed executions of task 'send-email'" in output
     # what the snippets made is in the database: 1004 from psql (4 invokes and a batch of
     # 1000), 1001 from the command line, the checkout workflow with its e-mail child, and 7
-    # from schedules, events and table triggers (4 backfilled reports, 1 event, 2 row changes)
+    # from schedules, events and table triggers (4 backfilled reports, 1 event, 2 row changes),
+    # 250 for the batch task
     total = execute(
         bare_db_url,
         "SELECT (SELECT count(*) FROM pgconductor.executions)"
         " + (SELECT count(*) FROM pgconductor.finished_executions)",
     )[0][0]
-    assert total == 1004 + 1001 + 2 + 7
+    assert total == 1004 + 1001 + 2 + 7 + 250
+    # the batch task: each of the 250 completed once with the result of its own payload
+    assert execute(
+        bare_db_url,
+        "SELECT count(*), bool_and(state = 'completed' AND attempts = 1"
+        " AND result->'indexed' = payload->'doc')"
+        " FROM pgconductor.finished_executions WHERE task_key = 'index-document'",
+    ) == [(250, True)]
+    sizes = [int(n) for n in re.findall(r"index-document batch of (\d+): one bulk", output)]
+    assert (sum(sizes), max(sizes) <= 100, len(sizes) >= 3) == (250, True, True), sizes
     # the workflow ran every step: charged once, slept, sent the receipt, got the event
     checkout = execute(
         bare_db_url,
