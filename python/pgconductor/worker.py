@@ -31,7 +31,6 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -42,7 +41,6 @@ from pgconductor.executor import (
     Abort,
     Execution,
     HandlerTask,
-    error_summary,
     error_text,
     execute,
 )
@@ -55,7 +53,8 @@ from pgconductor.service import Service
 from pgconductor.source_types import SourceClient
 from pgconductor.sources import OccurrenceReader
 from pgconductor.steps import StepWriter
-from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus, ReturnOutcome
+from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus
+from pgconductor.worker_log import log_outcome
 from pgconductor.workflow import DurableRun
 
 __all__ = ["Worker", "WorkerStats"]
@@ -197,7 +196,7 @@ class Worker(Service):
 
     @property
     def in_flight(self) -> int:
-        """Number of handlers running now."""
+        """Number of executions held now: running, or waiting for their batch to start."""
         return len(self._running)
 
     def held(self) -> set[UUID]:
@@ -542,58 +541,7 @@ class Worker(Service):
             if outcome.outcome == "stale":
                 self.stats.stale += 1
             if outcome.outcome != "completed" and claimed is not None:
-                self._log_outcome(claimed, result, outcome)
-
-    def _log_outcome(
-        self, claimed: ClaimedExecution, result: ExecutionResult, outcome: ReturnOutcome
-    ) -> None:
-        """One log line for a result SQL did not simply complete: failures are visible."""
-        what = f"{claimed.task_key} {claimed.id}"
-        attempt = f"attempt {claimed.attempt}/{claimed.max_attempts}"
-        status, kind = result.status, outcome.outcome
-        if kind == "retry_scheduled":
-            self.log.warning(
-                "%s: %s failed, retry scheduled%s: %s",
-                what,
-                attempt,
-                _at(outcome.run_at),
-                error_summary(result.error),
-            )
-        elif kind == "failed" and status is ResultStatus.RETRY_AFTER:
-            self.log.error(
-                "%s: failed for good: asked to retry later more often than the task allows"
-                " (max_retry_after): %s",
-                what,
-                result.error or "no reason given",
-            )
-        elif kind == "failed":
-            cause = "fatal error, no retry" if status is ResultStatus.FATAL else "no attempt left"
-            self.log.error("%s: %s failed for good (%s):\n%s", what, attempt, cause, result.error)
-        elif kind == "rescheduled":
-            self.log.info(
-                "%s: rescheduled in %gs%s, %s not counted: %s",
-                what,
-                (result.delay_ms or 0) / 1000,
-                _at(outcome.run_at),
-                attempt,
-                result.error or "no reason given",
-            )
-        elif kind == "cancelled":
-            kept = ", its result kept" if status is ResultStatus.COMPLETED else ""
-            self.log.info("%s: cancelled during %s%s", what, attempt, kept)
-        elif kind == "stale":
-            self.log.warning(
-                "%s was stale: the result of %s came after its lease ended; nothing was applied",
-                what,
-                attempt,
-            )
-        else:  # released: given back at a stop
-            self.log.debug("%s: %s %s", what, attempt, kind)
-
-
-def _at(run_at: datetime | None) -> str:
-    """The next run for a log line (" for <UTC time>"), or "" when SQL did not say it."""
-    return "" if run_at is None else f" for {run_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+                log_outcome(self.log, claimed, result, outcome)
 
 
 # Read once: an enum member looked up on its class costs ~150 ns, a module global ~15 ns.
