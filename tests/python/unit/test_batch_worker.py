@@ -341,15 +341,22 @@ async def test_an_invalid_payload_fails_alone_and_the_others_run(
     assert [got[due[0].id].result, got[due[2].id].result] == [1, 3]
 
 
+@pytest.mark.parametrize("sync", [False, True])
 async def test_a_batch_past_the_task_timeout_fails_every_execution(
     fake: FakeDatabaseClient,
     conductor: Conductor,
     make_worker: Callable[..., Worker],
     wait_until: WaitUntil,
+    sync: bool,
 ) -> None:
-    @conductor.task("index", batch_size=2, timeout=0.05)
-    async def index(ctx: BatchContext, payloads: list[Any]) -> None:
+    async def waits(ctx: BatchContext, payloads: list[Any]) -> None:
         await asyncio.Event().wait()
+
+    def polls(ctx: BatchContext, payloads: list[Any]) -> None:
+        while not ctx.cancelled:  # the timeout asks it to stop
+            threading.Event().wait(0.005)
+
+    conductor.task("index", batch_size=2, timeout=0.05)(polls if sync else waits)
 
     due, got = await run_one_batch(fake, make_worker, wait_until, 2)
     assert [(got[r.id].status, got[r.id].error) for r in due] == [
