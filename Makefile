@@ -131,7 +131,7 @@ lint: ## bash -n + shellcheck on scripts; ruff, ruff format --check, mypy --stri
 
 # Every step CI runs, in order, as sub-makes; lint runs beside test-sql and test-isolation
 # (scripts/test-all.sh). Each step prints its time: the whole must stay under 10 minutes.
-test: ## everything CI runs: deps install db-up check-frozen test-sql test-isolation (lint beside them) test-python test-sql-only test-e2e
+test: ## everything CI runs: deps install db-up check-frozen test-sql test-isolation test-sql-only (lint beside them) test-python test-e2e
 	@scripts/test-all.sh "$(MAKE)"
 
 demo: $(DB_PREREQS) ## the main job: SQL round trip, then worker processes draining a 20,000-execution wave
