@@ -57,7 +57,7 @@ $$;
 -- The fair-share pick of queue p_queue: up to p_limit claimable rows (_claimable with the
 -- other arguments), round-robin over its concurrency keys (rows without one form key ''),
 -- starting after key p_cursor and wrapping around; a key of weight w (key_weights) gives w
--- rows a round. Reads the queue's fair index (set_fair_share): one probe per key served, so
+-- rows a round (2w when the batch is 100 or more: see v_serve). Reads the queue's fair index (set_fair_share): one probe per key served, so
 -- the cost follows the batch, not the backlog or the number of keys. Locks what it returns
 -- (SKIP LOCKED). Returns the ids in serving order and the next cursor: the last key served,
 -- or the last key scanned when none gave a row.
@@ -76,14 +76,18 @@ DECLARE
     v_got   uuid[];
     v_full  text[];
     v_pass1 boolean := false;
+    -- Keys served by one claim: a batch of 100 or more serves half as many keys, two rows a
+    -- key per round (half the probes, the costly part; the cursor keeps the round-robin
+    -- across claims); a smaller one serves a key a row.
+    v_serve integer := CASE WHEN p_limit >= 100 THEN (p_limit + 1) / 2 ELSE p_limit END;
 BEGIN
     -- The next keys with claimable rows after the cursor, then from the first key up to it.
     SELECT * INTO v_first FROM pgconductor._fair_firsts(
-        p_queue, coalesce(p_cursor || chr(1), ''), NULL, p_limit,
+        p_queue, coalesce(p_cursor || chr(1), ''), NULL, v_serve,
         p_task_keys, p_blocked, p_blocked_keys, p_max_attempts, p_exclude, p_now);
-    IF cardinality(v_first.keys) < p_limit AND p_cursor IS NOT NULL THEN
+    IF cardinality(v_first.keys) < v_serve AND p_cursor IS NOT NULL THEN
         SELECT * INTO v_wrap FROM pgconductor._fair_firsts(
-            p_queue, '', p_cursor, p_limit - cardinality(v_first.keys),
+            p_queue, '', p_cursor, v_serve - cardinality(v_first.keys),
             p_task_keys, p_blocked, p_blocked_keys, p_max_attempts, p_exclude, p_now);
         v_first.keys := v_first.keys || v_wrap.keys;
         v_first.ids := v_first.ids || v_wrap.ids;

@@ -48,6 +48,7 @@ SUPPORTED_EXTENSION_VERSIONS: tuple[str, ...] = (
     "0.6.1",
     "0.7.0",
     "0.8.0",
+    "0.9.0",
 )
 #: This package's own version (the installed distribution's), quoted in mismatch messages.
 PACKAGE_VERSION = __version__

@@ -4,10 +4,11 @@
 -- the whole batch; weight 3 gets three rows for each row of weight 1; executions without a
 -- key form one key; turning it off drops the index; bad weights are refused (22023), an
 -- unknown queue is P0002; keys with nothing due do not starve a key behind them (the probe
--- for the next key passes over keys without a claimable row).
+-- for the next key passes over keys without a claimable row); a batch of 100 or more serves
+-- half as many keys, two rows each, and the next claim goes on after them.
 \i tests/sql/setup.sql
 BEGIN;
-SELECT plan(11);
+SELECT plan(13);
 SET pgconductor.fake_now = '2026-08-01 09:00:00+00';
 SELECT pgconductor.set_fair_share('fair', true);
 SELECT has_index('pgconductor', 'executions_fair$', 'executions_fair$f', 'set_fair_share makes the round-robin index');
@@ -52,6 +53,23 @@ SELECT count(*) FROM pgconductor.invoke_batch(array_fill('job'::text, ARRAY[20])
 SELECT is((SELECT count(*)::integer FROM pgconductor.get_executions(ARRAY['job'], '00000000-0000-0000-0000-0000000000d2', 10, 'later'))
           + (SELECT count(*)::integer FROM pgconductor.get_executions(ARRAY['job'], '00000000-0000-0000-0000-0000000000d2', 10, 'later')),
           20, 'keys with nothing due do not starve the key behind them: each claim serves it');
+
+-- A batch of 100 or more serves half as many keys, two rows each, and the next claim goes on
+-- after them: 300 keys of 5 rows, claims of 200.
+SELECT pgconductor.set_fair_share('wide', true);
+SELECT count(*) FROM pgconductor.invoke_batch(array_fill('job'::text, ARRAY[1500]), array_fill('{}'::jsonb, ARRAY[1500]),
+    array_fill('wide'::text, ARRAY[1500]), NULL, NULL, NULL,
+    ARRAY(SELECT 'w' || lpad((g % 300)::text, 3, '0') FROM generate_series(1, 1500) AS g));
+CREATE TEMP TABLE wide_claims AS
+SELECT 1 AS claim, e.id FROM pgconductor.get_executions(ARRAY['job'], '00000000-0000-0000-0000-0000000000d3', 200, 'wide') AS e;
+INSERT INTO wide_claims
+SELECT 2, e.id FROM pgconductor.get_executions(ARRAY['job'], '00000000-0000-0000-0000-0000000000d3', 200, 'wide') AS e;
+SELECT is((SELECT array_agg(n ORDER BY claim) FROM (
+             SELECT c.claim, count(DISTINCT x.concurrency_key)::integer AS n
+               FROM wide_claims AS c JOIN pgconductor.executions AS x ON x.id = c.id GROUP BY c.claim) AS k),
+          ARRAY[100, 100], 'a claim of 200 serves 100 keys, two rows each');
+SELECT is((SELECT count(DISTINCT x.concurrency_key)::integer FROM wide_claims AS c JOIN pgconductor.executions AS x ON x.id = c.id),
+          200, 'and the next claim serves the next 100 keys');
 
 SELECT * FROM finish();
 ROLLBACK;
