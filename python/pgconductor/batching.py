@@ -24,8 +24,8 @@ from datetime import timedelta
 from typing import Any, TypedDict
 from uuid import UUID
 
-from pgconductor.errors import Cancelled, InvalidInput
-from pgconductor.sources import Sources
+from pgconductor.errors import Cancelled
+from pgconductor.sources import Sources, bad_option
 from pgconductor.task import StopFlag, TaskContext
 
 __all__ = [
@@ -65,10 +65,6 @@ class BatchOptions(TypedDict, total=False):
 BATCH_OPTIONS = frozenset(BatchOptions.__annotations__)
 
 
-def _bad(message: str) -> InvalidInput:
-    return InvalidInput(message, sqlstate="22023")
-
-
 def task_batch(key: str, options: Mapping[str, Any], sources: Sources) -> BatchSettings | None:
     """The `BatchSettings` of task `key` from its options (None: not a batch task).
 
@@ -79,25 +75,27 @@ def task_batch(key: str, options: Mapping[str, Any], sources: Sources) -> BatchS
     size, timeout = options.get("batch_size"), options.get("batch_timeout")
     if size is None:
         if timeout is not None:
-            raise _bad(f"task {key!r}: batch_timeout needs batch_size")
+            raise bad_option(f"task {key!r}: batch_timeout needs batch_size")
         return None
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise _bad(f"task {key!r}: batch_size must be an integer of at least 1, got {size!r}")
+        raise bad_option(f"task {key!r}: batch_size must be an integer of at least 1, got {size!r}")
     if sources.schedules:
-        raise _bad(
+        raise bad_option(
             f"task {key!r}: a batch task cannot have a schedule (cron): a schedule makes one"
             " execution per occurrence, which a batch would only delay"
         )
     if timeout is None:
         return BatchSettings(size)
     if isinstance(timeout, bool) or not isinstance(timeout, timedelta | int | float):
-        raise _bad(f"task {key!r}: batch_timeout must be seconds or a timedelta")
+        raise bad_option(f"task {key!r}: batch_timeout must be seconds or a timedelta")
     try:
         delta = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
     except (ValueError, OverflowError):  # NaN, infinite, too large
-        raise _bad(f"task {key!r}: batch_timeout must be a finite number of seconds") from None
+        raise bad_option(
+            f"task {key!r}: batch_timeout must be a finite number of seconds"
+        ) from None
     if delta < timedelta(0):
-        raise _bad(f"task {key!r}: batch_timeout must not be negative")
+        raise bad_option(f"task {key!r}: batch_timeout must not be negative")
     return BatchSettings(size, delta)
 
 

@@ -140,14 +140,15 @@ _TABLE_OPTIONS = ("ops", "columns", "when")
 SOURCE_OPTIONS = frozenset(SourceOptions.__annotations__)
 
 
-def _bad(message: str) -> InvalidInput:
+def bad_option(message: str) -> InvalidInput:
+    """A task option Python refuses at decoration: one line, SQLSTATE 22023."""
     return InvalidInput(message, sqlstate="22023")
 
 
 def _text(value: Any, what: str, *, optional: bool = False) -> None:
     if (value is None and optional) or isinstance(value, str):
         return
-    raise _bad(f"{what} must be a string, got {type(value).__name__}")
+    raise bad_option(f"{what} must be a string, got {type(value).__name__}")
 
 
 def _names(value: Any, what: str) -> tuple[str, ...] | None:
@@ -156,7 +157,7 @@ def _names(value: Any, what: str) -> tuple[str, ...] | None:
         return None
     items = (value,) if isinstance(value, str) else value
     if not isinstance(items, Sequence) or not all(isinstance(v, str) for v in items):
-        raise _bad(f"{what} must be a list of strings")
+        raise bad_option(f"{what} must be a list of strings")
     return tuple(items)
 
 
@@ -164,7 +165,7 @@ def _json(value: Any, what: str) -> None:
     try:
         to_json(value)
     except InvalidInput as exc:
-        raise _bad(f"{what} is not JSON: {exc}") from None
+        raise bad_option(f"{what} is not JSON: {exc}") from None
 
 
 def _several(value: Any, kind: type) -> list[Any]:
@@ -172,14 +173,14 @@ def _several(value: Any, kind: type) -> list[Any]:
         return [value]
     if isinstance(value, Sequence):
         return list(value)
-    raise _bad(f"expected a string, a {kind.__name__} or a list of them")
+    raise bad_option(f"expected a string, a {kind.__name__} or a list of them")
 
 
 def _unique(names: Iterable[str], what: str, key: str) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise _bad(f"task {key!r} declares {what} {name!r} twice")
+            raise bad_option(f"task {key!r} declares {what} {name!r} twice")
         seen.add(name)
 
 
@@ -188,7 +189,7 @@ def _schedules(key: str, options: Mapping[str, Any]) -> tuple[Schedule, ...]:
     extra = [name for name in _SCHEDULE_OPTIONS if options.get(name) is not None]
     if cron is None or not isinstance(cron, str):
         if extra:
-            raise _bad(f'{", ".join(extra)} need cron="..." (a Schedule carries its own)')
+            raise bad_option(f'{", ".join(extra)} need cron="..." (a Schedule carries its own)')
         if cron is None:
             return ()
     if isinstance(cron, str):
@@ -202,7 +203,7 @@ def _schedules(key: str, options: Mapping[str, Any]) -> tuple[Schedule, ...]:
     found: list[Schedule] = []
     for item in _several(cron, Schedule):
         if not isinstance(item, Schedule):
-            raise _bad("cron takes one expression (a string) or a list of Schedule values")
+            raise bad_option("cron takes one expression (a string) or a list of Schedule values")
         for name, value in (("cron", item.cron), ("tz", item.tz), ("missed", item.missed)):
             _text(value, f"schedule {name}")
         _text(item.overlap, "schedule overlap")
@@ -219,7 +220,7 @@ def _events(key: str, options: Mapping[str, Any]) -> tuple[EventSource, ...]:
     extra = [name for name in _EVENT_OPTIONS if options.get(name) is not None]
     if given is None:
         if extra:
-            raise _bad(f"{', '.join(extra)} need on_event")
+            raise bad_option(f"{', '.join(extra)} need on_event")
         return ()
     match, fields = options.get("match"), _names(options.get("fields"), "fields")
     found: list[EventSource] = []
@@ -227,10 +228,10 @@ def _events(key: str, options: Mapping[str, Any]) -> tuple[EventSource, ...]:
         if isinstance(item, str):
             item = EventSource(item, match, fields)
         if not isinstance(item, EventSource):
-            raise _bad("on_event takes event names or EventSource values")
+            raise bad_option("on_event takes event names or EventSource values")
         _text(item.event, "an event name")
         if item.match is not None and not isinstance(item.match, Mapping):
-            raise _bad(f"match of event {item.event!r} must be a dict")
+            raise bad_option(f"match of event {item.event!r} must be a dict")
         _json(item.match, f"match of event {item.event!r}")
         found.append(replace(item, fields=_names(item.fields, "fields")))
     _unique((e.event for e in found), "event", key)
@@ -242,7 +243,7 @@ def _tables(key: str, options: Mapping[str, Any]) -> tuple[TableSource, ...]:
     extra = [name for name in _TABLE_OPTIONS if options.get(name) is not None]
     if given is None:
         if extra:
-            raise _bad(f"{', '.join(extra)} need on_table")
+            raise bad_option(f"{', '.join(extra)} need on_table")
         return ()
     ops = _names(options.get("ops"), "ops")
     columns, when = _names(options.get("columns"), "columns"), options.get("when")
@@ -251,7 +252,7 @@ def _tables(key: str, options: Mapping[str, Any]) -> tuple[TableSource, ...]:
         if isinstance(item, str):
             item = TableSource(item, ALL_OPS if ops is None else ops, columns, when)
         if not isinstance(item, TableSource):
-            raise _bad("on_table takes table names or TableSource values")
+            raise bad_option("on_table takes table names or TableSource values")
         _text(item.table, "a table name")
         _text(item.when, "when", optional=True)
         found.append(
@@ -277,19 +278,20 @@ def unique_schedule_names(tasks: Iterable[Task[Any]], key: str, sources: Sources
     for task in tasks:
         for schedule in task.sources.schedules:
             if schedule.name in mine:
-                raise _bad(
+                raise bad_option(
                     f"task {key!r} declares schedule {schedule.name!r}, "
                     f"which task {task.key!r} declares already"
                 )
 
 
-def _release(version: str) -> tuple[int, ...]:
+def release_of(version: str) -> tuple[int, ...]:
+    """`"0.8.0"` -> `(0, 8, 0)`: an extension version, comparable with the `*_SINCE` ones."""
     return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
 def check_sources(tasks: Iterable[Task[Any]], installed: tuple[int, ...]) -> None:
     """Refuse to start on an extension before 0.8.0 when a task declares a source."""
-    if installed >= _release(SOURCES_SINCE):
+    if installed >= release_of(SOURCES_SINCE):
         return
     for task in tasks:
         if task.sources:

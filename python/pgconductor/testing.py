@@ -42,7 +42,7 @@ from pgconductor.db import SqlDatabaseClient, to_sqlalchemy_url
 from pgconductor.errors import NotFound, PgConductorError
 from pgconductor.executor import execute
 from pgconductor.source_types import SOURCES_SINCE, SourceClient
-from pgconductor.sources import OccurrenceReader
+from pgconductor.sources import OccurrenceReader, release_of
 from pgconductor.steps import StepWriter
 from pgconductor.types import ClaimedExecution, ExecutionResult, ResultStatus
 from pgconductor.worker import Worker
@@ -154,13 +154,9 @@ async def _run_one(conductor: Conductor, execution_id: UUID) -> Ran:
 async def _occurrences(client: DatabaseClient) -> OccurrenceReader:
     """What reads `ctx.scheduled_at()`, as a worker has it (no client before 0.8.0)."""
     found = await client.version()
-    recent = found is not None and _release(found) >= _release(SOURCES_SINCE)
+    recent = found is not None and release_of(found) >= release_of(SOURCES_SINCE)
     usable = client if recent and isinstance(client, SourceClient) else None
     return OccurrenceReader(usable, asyncio.get_running_loop())
-
-
-def _release(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
 async def _run_alone(
